@@ -1,0 +1,1 @@
+"""Adapters: each implements a port against one outside thing (httpx, the disk, stderr)."""

@@ -1,0 +1,1 @@
+"""Use cases (token manager, grants, configuration loading), the container, `Proxy`, the CLI."""

@@ -1,0 +1,86 @@
+"""The `mcp-oauth2-proxy` command: parse arguments, load the configuration, run.
+
+Exit status: 0 done, 2 configuration error, 3 no token could be obtained, 1 anything else.
+Nothing but JSON-RPC ever goes to stdout while the proxy runs; `--help` and `--version` are
+the only output of their own there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from .._version import __version__
+from ..adapters.stderr_log import log_to_stderr, package_logger
+from ..domain.config_merge import LoadedConfig
+from ..domain.errors import ConfigError, OAuthError, ProxyError
+from ..domain.settings import CONFIG_FILE_ENV, SETTINGS
+from .proxy import Proxy
+
+log = package_logger()
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_AUTH = 3
+
+
+def exit_code(error: ProxyError) -> int:
+    """Map the error tree to exit statuses (the module docstring lists them)."""
+    if isinstance(error, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(error, OAuthError):
+        return EXIT_AUTH
+    return EXIT_FAILURE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    width = max(len(setting.env) for setting in SETTINGS)
+    lines = [f"  {s.env.ljust(width)}  {s.summary}" for s in SETTINGS]
+    parser = argparse.ArgumentParser(
+        prog="mcp-oauth2-proxy",
+        description=(
+            "A local stdio MCP server that forwards every message to a remote, "
+            "OAuth2-protected MCP server, obtaining and renewing the token itself."
+        ),
+        epilog=(
+            f"Configuration: the JSON file named by {CONFIG_FILE_ENV} (optional), then these "
+            "environment variables, which win:\n"
+            + "\n".join(lines)
+            + "\n\nDocs: docs/configuration.md lists defaults and the file's keys."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("run", help="run the proxy on stdin/stdout (the default)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and of `python -m mcp_oauth2_proxy`."""
+    build_parser().parse_args(argv)
+    try:
+        loaded = Proxy.load_config()
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return EXIT_CONFIG
+    log_to_stderr(loaded.config.log.level)
+    try:
+        return anyio.run(_run, loaded)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+async def _run(loaded: LoadedConfig) -> int:
+    try:
+        async with Proxy(loaded) as proxy:
+            await proxy.access_token()
+            log.info("token ready", extra={"upstream": proxy.config.upstream.url})
+    except ProxyError as error:
+        log.critical("cannot start: %s", error)
+        return exit_code(error)
+    return EXIT_OK

@@ -1,0 +1,65 @@
+"""The composition root: the only place that chooses and constructs adapters.
+
+Used with the least magic dependency-injector offers: explicit providers and constructor
+injection, no wiring. A fresh container per `Proxy`; tests and harnesses swap an adapter with
+`container.<provider>.override(...)`. Async lifecycles (the httpx client) are opened and
+closed by `Proxy`, since dependency-injector's async resources are asyncio-only.
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+
+from dependency_injector import containers, providers
+
+from ..adapters.config_file import JsonConfigFile
+from ..adapters.http_client import HttpClient, build_http_client
+from ..adapters.http_token_endpoint import HttpTokenEndpoint
+from ..adapters.system_clock import SystemClock
+from ..domain.config import OAuth2Config, ProxyConfig
+from ..domain.config_merge import LoadedConfig
+from ..domain.ports import Clock, ConfigFileReader, TokenEndpoint
+from ..domain.redaction import Redactor
+from ..domain.token_exchange import TokenRequestBuilder
+from .config_loading import load_config
+from .grants import Grant, build_grant, build_token_requests
+from .token_client import TokenClient
+from .token_manager import TokenManager
+
+
+class Container(containers.DeclarativeContainer):
+    """Every part of one proxy process, built on first use from its configuration."""
+
+    env: providers.Provider[dict[str, str]] = providers.Dependency(instance_of=dict, default={})
+    config_file_reader: providers.Provider[ConfigFileReader] = providers.Singleton(JsonConfigFile)
+    loaded_config: providers.Provider[LoadedConfig] = providers.Singleton(
+        load_config, env=env, reader=config_file_reader
+    )
+    config: providers.Provider[ProxyConfig] = providers.Callable(
+        attrgetter("config"), loaded_config
+    )
+    oauth2: providers.Provider[OAuth2Config] = providers.Callable(attrgetter("oauth2"), config)
+
+    clock: providers.Provider[Clock] = providers.Singleton(SystemClock)
+    redactor: providers.Provider[Redactor] = providers.Singleton(Redactor)
+    http_client: providers.Provider[HttpClient] = providers.Singleton(build_http_client)
+    token_endpoint: providers.Provider[TokenEndpoint] = providers.Singleton(
+        HttpTokenEndpoint, http_client
+    )
+
+    token_client: providers.Provider[TokenClient] = providers.Singleton(
+        TokenClient,
+        token_endpoint,
+        clock,
+        redactor,
+        refresh_skew_seconds=providers.Callable(attrgetter("refresh_skew_seconds"), oauth2),
+    )
+    token_requests: providers.Provider[TokenRequestBuilder] = providers.Singleton(
+        build_token_requests, oauth2
+    )
+    grant: providers.Provider[Grant] = providers.Singleton(
+        build_grant, oauth2, token_client, token_requests
+    )
+    token_manager: providers.Provider[TokenManager] = providers.Singleton(
+        TokenManager, grant, token_client, token_requests, clock
+    )

@@ -1,0 +1,185 @@
+"""The grants: how the proxy gets its first tokens, and whether it can do so again.
+
+Renewal with a refresh token is shared by all grants and lives in the token manager; a grant
+only answers "where do tokens come from when there is no usable refresh token?"
+(RFC 6749 §4). Each grant says whether that answer can be repeated: client credentials and
+passwords can ask again at any time, a one-shot authorization code only until it is used.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pydantic import SecretStr
+
+from ..adapters.stderr_log import package_logger
+from ..domain.config import OAuth2Config
+from ..domain.errors import ConfigError, ConfigProblem, OAuthError
+from ..domain.token_exchange import TokenRequestBuilder
+from ..domain.token_lifecycle import IssuedTokens
+from .token_client import TokenClient
+
+log = package_logger()
+
+
+class Grant(Protocol):
+    """A source of fresh tokens when no refresh token can be used."""
+
+    name: str
+
+    @property
+    def initial_refresh_token(self) -> str | None:
+        """A refresh token to try before starting the grant, if the operator supplied one."""
+        ...
+
+    @property
+    def can_start(self) -> bool:
+        """Whether `start()` can still obtain tokens (a used one-shot code cannot)."""
+        ...
+
+    async def start(self) -> IssuedTokens: ...
+
+
+class ClientCredentialsGrant:
+    """RFC 6749 §4.4: the client's own credentials, for service-to-service use."""
+
+    name = "client_credentials"
+    initial_refresh_token = None
+    can_start = True
+
+    def __init__(self, client: TokenClient, builder: TokenRequestBuilder) -> None:
+        self._client = client
+        self._builder = builder
+
+    async def start(self) -> IssuedTokens:
+        return await self._client.exchange(self._builder.client_credentials())
+
+
+class PasswordGrant:
+    """RFC 6749 §4.3, for legacy IdPs only: the OAuth 2.0 Security BCP (RFC 9700 §2.4)
+    forbids it, because the proxy must hold the user's password."""
+
+    name = "password"
+    initial_refresh_token = None
+    can_start = True
+
+    def __init__(
+        self, client: TokenClient, builder: TokenRequestBuilder, username: str, password: str
+    ) -> None:
+        self._client = client
+        self._builder = builder
+        self._username = username
+        self._password = password
+        log.warning(
+            "the password grant is deprecated by the OAuth 2.0 Security BCP (RFC 9700); "
+            "prefer authorization_code (browser login) or client_credentials",
+            extra={"setting": "oauth2.grant / OAUTH2_GRANT"},
+        )
+
+    async def start(self) -> IssuedTokens:
+        return await self._client.exchange(self._builder.password(self._username, self._password))
+
+
+class RefreshTokenGrant:
+    """Starts from a refresh token the operator supplies; once that is rejected there is no
+    other way in, and the error says which setting to renew."""
+
+    name = "refresh_token"
+    can_start = False
+
+    def __init__(self, refresh_token: str) -> None:
+        self._refresh_token = refresh_token
+
+    @property
+    def initial_refresh_token(self) -> str | None:
+        return self._refresh_token
+
+    async def start(self) -> IssuedTokens:
+        raise OAuthError(
+            "the refresh token was rejected or is used up, and grant refresh_token has no "
+            "other way to obtain tokens: set a new oauth2.refreshToken / OAUTH2_REFRESH_TOKEN"
+        )
+
+
+class AuthorizationCodeGrant:
+    """RFC 6749 §4.1 without a browser: a supplied refresh token, or a one-shot code (with
+    its PKCE verifier, RFC 7636 §4.5) exchanged once, after which the refresh token the IdP
+    returned carries on."""
+
+    name = "authorization_code"
+
+    def __init__(
+        self,
+        client: TokenClient,
+        builder: TokenRequestBuilder,
+        oauth: OAuth2Config,
+    ) -> None:
+        self._client = client
+        self._builder = builder
+        self._refresh_token = _secret(oauth.refresh_token)
+        self._code = _secret(oauth.authorization_code)
+        self._verifier = _secret(oauth.code_verifier)
+        self._redirect_uri = oauth.redirect_uri
+        self._interactive = oauth.interactive
+
+    @property
+    def initial_refresh_token(self) -> str | None:
+        return self._refresh_token
+
+    @property
+    def can_start(self) -> bool:
+        return self._code is not None
+
+    async def start(self) -> IssuedTokens:
+        code, self._code = self._code, None
+        if code is None:
+            browser = (
+                " (interactive browser login is not available in this version)"
+                if self._interactive
+                else ""
+            )
+            raise OAuthError(
+                "no way to obtain tokens: the authorization code was already used (codes are "
+                "single-use) or none was set, and no refresh token is usable"
+                f"{browser}. Set a new oauth2.authorizationCode / OAUTH2_AUTHORIZATION_CODE "
+                "or oauth2.refreshToken / OAUTH2_REFRESH_TOKEN"
+            )
+        request = self._builder.authorization_code(
+            code, redirect_uri=self._redirect_uri, code_verifier=self._verifier
+        )
+        return await self._client.exchange(request)
+
+
+def build_token_requests(oauth: OAuth2Config) -> TokenRequestBuilder:
+    """The request builder for this client and token endpoint."""
+    return TokenRequestBuilder(
+        oauth,
+        token_url=_required(oauth.token_url, "oauth2.tokenUrl"),
+        client_id=_required(oauth.client_id, "oauth2.clientId"),
+    )
+
+
+def build_grant(oauth: OAuth2Config, client: TokenClient, builder: TokenRequestBuilder) -> Grant:
+    """The grant `oauth.grant` names, from settings already checked by grant_requirements."""
+    if oauth.grant == "client_credentials":
+        return ClientCredentialsGrant(client, builder)
+    if oauth.grant == "password":
+        return PasswordGrant(
+            client,
+            builder,
+            _required(oauth.username, "oauth2.username"),
+            _required(_secret(oauth.password), "oauth2.password"),
+        )
+    if oauth.grant == "refresh_token":
+        return RefreshTokenGrant(_required(_secret(oauth.refresh_token), "oauth2.refreshToken"))
+    return AuthorizationCodeGrant(client, builder, oauth)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _required(value: str | None, path: str) -> str:
+    if value is None:
+        raise ConfigError([ConfigProblem(path, "not set", "required to request tokens")])
+    return value

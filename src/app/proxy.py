@@ -1,0 +1,101 @@
+"""`Proxy`: the public entry point that assembles one proxy from a configuration."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from types import TracebackType
+
+from dependency_injector import providers
+
+from ..adapters.stderr_log import attach_redaction, detach_redaction, package_logger
+from ..domain.config import ProxyConfig
+from ..domain.config_merge import LoadedConfig
+from ..domain.ports import Clock, TokenEndpoint
+from ..domain.token_lifecycle import AccessToken
+from .config_loading import check_config
+from .container import Container
+
+log = package_logger()
+
+
+class Proxy:
+    """One proxy: one upstream MCP server, one OAuth2 client, one token.
+
+    Ports passed as keyword arguments replace the real adapters, so a test harness can run
+    the proxy against a fake IdP without touching the container; `proxy.container` is there
+    for anything else (`proxy.container.clock.override(...)`).
+
+    Example:
+        >>> config = ProxyConfig(
+        ...     upstream=UpstreamConfig(url="https://mcp.example.com/mcp"),
+        ...     oauth2=OAuth2Config(grant="client_credentials", client_id="app",
+        ...                         client_secret="s3cret", token_url="https://idp/token"),
+        ... )
+        >>> async with Proxy(config) as proxy:  # doctest: +SKIP
+        ...     token = await proxy.access_token()
+
+    Args:
+        config: a `ProxyConfig`, or a `LoadedConfig` that also knows where values came from.
+        clock: replaces the system clock.
+        token_endpoint: replaces the HTTP token endpoint.
+
+    Raises:
+        ConfigError: the configuration lacks a setting its grant needs, or a URL is unsafe.
+    """
+
+    def __init__(
+        self,
+        config: ProxyConfig | LoadedConfig,
+        *,
+        clock: Clock | None = None,
+        token_endpoint: TokenEndpoint | None = None,
+    ) -> None:
+        loaded = config if isinstance(config, LoadedConfig) else LoadedConfig(config)
+        check_config(loaded)
+        self.config = loaded.config
+        self.container = Container()
+        self.container.loaded_config.override(providers.Object(loaded))
+        if clock is not None:
+            self.container.clock.override(providers.Object(clock))
+        if token_endpoint is not None:
+            self.container.token_endpoint.override(providers.Object(token_endpoint))
+        self._stack = AsyncExitStack()
+
+    @staticmethod
+    def load_config(env: Mapping[str, str] | None = None) -> LoadedConfig:
+        """Read the file named by MCP_PROXY_CONFIG and the environment, as the command does.
+
+        Raises:
+            ConfigError: naming every offending field and where its value came from.
+        """
+        reader = Container(env=dict(os.environ if env is None else env))
+        return reader.loaded_config()
+
+    async def __aenter__(self) -> Proxy:
+        redactor = self.container.redactor()
+        redactor.register(*self.config.secrets())
+        self._stack.callback(detach_redaction, attach_redaction(redactor))
+        await self._stack.enter_async_context(self.container.http_client())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def access_token(self) -> AccessToken:
+        """A valid access token, fetched or renewed if needed.
+
+        Raises:
+            OAuthError: the IdP refused or could not be reached; the message says why.
+        """
+        return await self.container.token_manager().token()
+
+    def invalidate(self, token: AccessToken) -> None:
+        """Forget `token` after the upstream rejected it (a newer token is kept)."""
+        self.container.token_manager().invalidate(token)

@@ -1,0 +1,121 @@
+"""The configuration model: every setting, its type and its default, validated strictly.
+
+Strict on purpose: a port of "8080" in a JSON file or `yes` where a number belongs is a mistake
+the user should hear about, not a value to coerce. Environment variables are text and are
+converted beforehand by `config_merge`, following the kinds in `settings.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic.alias_generators import to_camel, to_snake
+
+from .settings import SETTINGS
+
+Grant = Literal["client_credentials", "refresh_token", "authorization_code", "password"]
+AuthStyle = Literal["body", "header"]
+LogLevel = Literal["trace", "debug", "info", "warn", "error", "fatal"]
+
+
+def _absolute_url(value: str) -> str:
+    parts = urlsplit(value)
+    if not parts.scheme or not parts.netloc:
+        raise ValueError(f"expected an absolute URL such as https://host/path, got {value!r}")
+    return value
+
+
+AbsoluteUrl = Annotated[str, AfterValidator(_absolute_url)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        strict=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class UpstreamConfig(_Section):
+    """Where the remote MCP server is and how long to wait for it."""
+
+    url: AbsoluteUrl
+    timeout_ms: Annotated[int, Field(gt=0)] = 300_000
+    open_server_stream: bool = True
+    protocol_version: NonEmpty | None = None
+
+
+class OAuth2Config(_Section):
+    """The OAuth2 client the proxy acts as, and how it obtains tokens."""
+
+    grant: Grant = "authorization_code"
+    token_url: AbsoluteUrl | None = None
+    client_id: NonEmpty | None = None
+    client_secret: SecretStr | None = None
+    scope: NonEmpty | None = None
+    audience: NonEmpty | None = None
+    resource: NonEmpty | None = None
+    auth_style: AuthStyle = "body"
+    refresh_skew_seconds: Annotated[int, Field(ge=0)] = 30
+    extra_params: dict[str, str] = Field(default_factory=dict)
+    refresh_token: SecretStr | None = None
+    authorization_code: SecretStr | None = None
+    authorization_url: AbsoluteUrl | None = None
+    code_verifier: SecretStr | None = None
+    redirect_uri: AbsoluteUrl | None = None
+    interactive: bool = True
+    callback_host: NonEmpty = "127.0.0.1"
+    callback_port: Annotated[int, Field(ge=0, le=65535)] = 53682
+    callback_timeout_seconds: Annotated[int, Field(gt=0)] = 300
+    token_cache_dir: NonEmpty | None = None
+    username: NonEmpty | None = None
+    password: SecretStr | None = None
+
+
+class DiscoveryConfig(_Section):
+    """Whether missing IdP endpoints are looked up from the upstream's metadata."""
+
+    enabled: bool = True
+
+
+class LogConfig(_Section):
+    """How much the proxy says on stderr."""
+
+    level: LogLevel = "info"
+
+
+class SecurityConfig(_Section):
+    """Overrides of the safety rules, for trusted local testing only."""
+
+    allow_insecure_http: bool = False
+
+
+class ProxyConfig(_Section):
+    """The whole configuration of one proxy process: one upstream, one OAuth2 client.
+
+    Build it in Python with snake_case names, or load it from a JSON file and the environment
+    with `mcp_oauth2_proxy.load_config()`.
+    """
+
+    upstream: UpstreamConfig
+    oauth2: OAuth2Config = Field(default_factory=OAuth2Config)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in this configuration, for the log redactor."""
+        found: list[str] = []
+        for setting in SETTINGS:
+            if setting.secret:
+                section = getattr(self, setting.section)
+                value = getattr(section, to_snake(setting.key))
+                if isinstance(value, SecretStr):
+                    found.append(value.get_secret_value())
+        return found

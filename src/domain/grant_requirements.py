@@ -1,0 +1,49 @@
+"""Which settings each grant cannot do without, checked before the first token request.
+
+Checked after the merge (and, once discovery exists, after it has filled in what it found), so
+a missing client id is reported at startup with the names to set, not as an IdP error later.
+"""
+
+from __future__ import annotations
+
+from .config_merge import LoadedConfig
+from .errors import ConfigError, ConfigProblem
+from .settings import SETTINGS_BY_PATH
+
+_ALWAYS = ("oauth2.clientId", "oauth2.tokenUrl")
+_BY_GRANT: dict[str, tuple[str, ...]] = {
+    "client_credentials": ("oauth2.clientSecret",),
+    "refresh_token": ("oauth2.refreshToken",),
+    "password": ("oauth2.username", "oauth2.password"),
+    "authorization_code": (),
+}
+
+
+def check_grant_requirements(loaded: LoadedConfig) -> None:
+    """Raise one ConfigError naming every setting the configured grant still lacks."""
+    oauth = loaded.config.oauth2
+    values = oauth.model_dump(by_alias=True)
+    problems: list[ConfigProblem] = []
+    for path in (*_ALWAYS, *_BY_GRANT[oauth.grant]):
+        if values[path.split(".", 1)[1]] is None:
+            setting = SETTINGS_BY_PATH[path]
+            problems.append(
+                ConfigProblem(
+                    path,
+                    "not set",
+                    f"required for grant {oauth.grant}: set {setting.env} or "
+                    f'"{setting.path}" in the config file',
+                )
+            )
+    has_start = oauth.refresh_token is not None or oauth.authorization_code is not None
+    if oauth.grant == "authorization_code" and not has_start and not oauth.interactive:
+        problems.append(
+            ConfigProblem(
+                "oauth2.interactive",
+                loaded.source_of("oauth2.interactive").describe("oauth2.interactive"),
+                "is false, so grant authorization_code needs a refresh token "
+                "(OAUTH2_REFRESH_TOKEN) or a one-shot code (OAUTH2_AUTHORIZATION_CODE)",
+            )
+        )
+    if problems:
+        raise ConfigError(problems)

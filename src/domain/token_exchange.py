@@ -1,0 +1,250 @@
+"""Token requests and responses as plain values: which form fields each grant sends, how the
+client authenticates, and what an IdP's answer means.
+
+Building the exact form body here (and not in the HTTP adapter) keeps RFC details testable
+without a network: RFC 6749 §4.3-4.4 and §6 for the grants, §2.3.1 for client
+authentication, RFC 7636 §4.5 for the PKCE verifier, RFC 8707 §2.2 for `resource`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote_plus
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from .config import AuthStyle, OAuth2Config
+from .errors import TokenEndpointError
+from .token_lifecycle import AccessToken, IssuedTokens, normalise_token_type, renew_at
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+_SHOWN_BODY_CHARS = 300
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
+SECRET_FORM_FIELDS = frozenset(
+    {"client_secret", "password", "refresh_token", "code", "code_verifier"}
+)
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """One POST to the token endpoint. `grant` names it in messages; values are never shown."""
+
+    url: str
+    grant: str
+    form: tuple[tuple[str, str], ...]
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def secret_values(self) -> list[str]:
+        """The values in this request that must never be logged."""
+        values = [value for name, value in self.form if name in SECRET_FORM_FIELDS]
+        return values + [value for _, value in self.headers]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(name for name, _ in self.form)
+        return f"TokenRequest(url={self.url!r}, grant={self.grant!r}, fields=[{fields}])"
+
+
+@dataclass(frozen=True)
+class TokenReply:
+    """The token endpoint's raw answer, as the HTTP adapter received it."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """Who the proxy is to the IdP (RFC 6749 §2.3): a public client has no secret."""
+
+    client_id: str
+    client_secret: str | None
+    style: AuthStyle
+
+    def apply(self, form: dict[str, str]) -> tuple[tuple[str, str], ...]:
+        """Add this client's authentication to `form`; return any headers it needs."""
+        if self.client_secret is not None and self.style == "header":
+            # RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.
+            pair = f"{quote_plus(self.client_id)}:{quote_plus(self.client_secret)}"
+            return (("Authorization", "Basic " + base64.b64encode(pair.encode()).decode()),)
+        form["client_id"] = self.client_id
+        if self.client_secret is not None:
+            form["client_secret"] = self.client_secret
+        return ()
+
+
+class TokenRequestBuilder:
+    """Builds the form body of every grant from one OAuth2 configuration."""
+
+    def __init__(self, oauth: OAuth2Config, *, token_url: str, client_id: str) -> None:
+        secret = oauth.client_secret.get_secret_value() if oauth.client_secret else None
+        self._url = token_url
+        self._client = ClientCredentials(client_id, secret, oauth.auth_style)
+        self._scope = oauth.scope
+        self._audience = oauth.audience
+        self._resource = oauth.resource
+        self._extra = dict(oauth.extra_params)
+
+    def client_credentials(self) -> TokenRequest:
+        return self._build("client_credentials", {}, requested=True)
+
+    def password(self, username: str, password: str) -> TokenRequest:
+        return self._build("password", {"username": username, "password": password}, requested=True)
+
+    def refresh(self, refresh_token: str) -> TokenRequest:
+        return self._build("refresh_token", {"refresh_token": refresh_token}, scope=True)
+
+    def authorization_code(
+        self, code: str, *, redirect_uri: str | None, code_verifier: str | None
+    ) -> TokenRequest:
+        fields = {"code": code}
+        if redirect_uri is not None:
+            fields["redirect_uri"] = redirect_uri
+        if code_verifier is not None:
+            fields["code_verifier"] = code_verifier
+        return self._build("authorization_code", fields)
+
+    def _build(
+        self,
+        grant: str,
+        fields: Mapping[str, str],
+        *,
+        requested: bool = False,
+        scope: bool = False,
+    ) -> TokenRequest:
+        form = {"grant_type": grant, **fields}
+        if (requested or scope) and self._scope is not None:
+            form["scope"] = self._scope
+        if requested and self._audience is not None:
+            form["audience"] = self._audience
+        if self._resource is not None:
+            form["resource"] = self._resource
+        headers = self._client.apply(form)
+        for name, value in self._extra.items():
+            # extraParams add to a request; they never replace what the grant itself sends.
+            form.setdefault(name, value)
+        return TokenRequest(self._url, grant, tuple(form.items()), headers)
+
+
+class _TokenResponse(BaseModel):
+    """RFC 6749 §5.1, read leniently: IdPs differ in small ways and none of them is ours."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    access_token: str
+    token_type: str | None = None
+    expires_in: float | None = None
+    refresh_token: str | None = None
+    scope: str | None = None
+
+    @field_validator("expires_in", mode="before")
+    @classmethod
+    def _number_or_numeric_text(cls, value: object) -> object:
+        if isinstance(value, str):
+            return float(value) if value.strip() else None
+        return value
+
+
+def parse_token_reply(
+    request: TokenRequest, reply: TokenReply, *, now: float, refresh_skew: float
+) -> IssuedTokens:
+    """Turn the token endpoint's answer into tokens, or raise a TokenEndpointError that says
+    what the IdP said and what to check."""
+    document = _json_object(reply.body)
+    ok = 200 <= reply.status < 300
+    if ok and document is not None and "access_token" in document:
+        try:
+            parsed = _TokenResponse.model_validate(document)
+        except ValidationError:
+            raise _error(request, reply, "answered with a malformed token response", None) from None
+        access = AccessToken(
+            value=parsed.access_token,
+            token_type=normalise_token_type(parsed.token_type),
+            renew_at=renew_at(now, parsed.expires_in, refresh_skew, parsed.access_token),
+            scope=parsed.scope,
+        )
+        return IssuedTokens(access=access, refresh_token=parsed.refresh_token)
+    if document is None:
+        kind = reply.content_type or "no content type"
+        raise _error(
+            request,
+            reply,
+            f"answered HTTP {reply.status} ({kind}) with a body that "
+            f"is not a JSON token response: {_shown(reply.body)}",
+            None,
+        )
+    code = document.get("error")
+    if isinstance(code, str):
+        description = document.get("error_description")
+        said = f"{code}: {_clean(description)}" if isinstance(description, str) else code
+        raise _error(request, reply, f"refused the request with HTTP {reply.status}: {said}", code)
+    raise _error(request, reply, f"answered HTTP {reply.status} without an access_token", None)
+
+
+def _json_object(body: bytes) -> dict[str, object] | None:
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _error(
+    request: TokenRequest, reply: TokenReply, what: str, code: str | None
+) -> TokenEndpointError:
+    hint = _hint(request.grant, code, reply.status)
+    message = f"token request ({request.grant}) to {request.url} failed: the IdP {what}. {hint}"
+    return TokenEndpointError(message, status=reply.status, error=code)
+
+
+_HINTS = {
+    "invalid_client": "Check oauth2.clientId / OAUTH2_CLIENT_ID and oauth2.clientSecret / "
+    "OAUTH2_CLIENT_SECRET, and whether the IdP expects them in the form body or as HTTP Basic "
+    "(oauth2.authStyle / OAUTH2_AUTH_STYLE = body or header).",
+    "invalid_scope": "Check oauth2.scope / OAUTH2_SCOPE against the scopes this client may "
+    "request.",
+    "unauthorized_client": "This client is not allowed to use this grant: check oauth2.grant / "
+    "OAUTH2_GRANT and the client's settings at the IdP.",
+    "unsupported_grant_type": "The IdP does not support this grant: check oauth2.grant / "
+    "OAUTH2_GRANT.",
+    "invalid_request": "Check oauth2.extraParams / OAUTH2_EXTRA_PARAMS, oauth2.audience / "
+    "OAUTH2_AUDIENCE and oauth2.resource / OAUTH2_RESOURCE.",
+    "access_denied": "The IdP denied access: check the client's and the user's permissions.",
+}
+_INVALID_GRANT_HINTS = {
+    "refresh_token": "The refresh token is expired or revoked: log in again or set a new "
+    "oauth2.refreshToken / OAUTH2_REFRESH_TOKEN.",
+    "authorization_code": "The authorization code is used, expired, or does not match "
+    "oauth2.redirectUri / OAUTH2_REDIRECT_URI and oauth2.codeVerifier / OAUTH2_CODE_VERIFIER.",
+    "password": "Check oauth2.username / OAUTH2_USERNAME and oauth2.password / OAUTH2_PASSWORD.",
+    "client_credentials": "Check the client's settings at the IdP.",
+}
+
+
+def _hint(grant: str, code: str | None, status: int) -> str:
+    if code == "invalid_grant":
+        return _INVALID_GRANT_HINTS.get(grant, "Check the grant's credentials.")
+    if code in _HINTS:
+        return _HINTS[code]
+    if code == "temporarily_unavailable" or status >= 500 or status == 429:
+        return "The IdP is having trouble; try again shortly."
+    if code is None and status < 500:
+        return (
+            "Check that oauth2.tokenUrl / OAUTH2_TOKEN_URL is the IdP's token endpoint, "
+            "not its authorization endpoint or issuer page."
+        )
+    return "See the IdP's documentation for this error."
+
+
+def _clean(text: str) -> str:
+    """IdP text goes into our logs: one line, bounded, no control characters."""
+    flat = _UNPRINTABLE.sub(" ", text).strip()
+    return flat if len(flat) <= _SHOWN_BODY_CHARS else flat[:_SHOWN_BODY_CHARS] + "…"
+
+
+def _shown(body: bytes) -> str:
+    return repr(_clean(body[: _SHOWN_BODY_CHARS * 4].decode("utf-8", "replace")))

@@ -1,0 +1,79 @@
+"""The insecure-URL guard: tokens and secrets never cross a network in cleartext.
+
+https always passes; http only to a loopback host (127.0.0.0/8, ::1, localhost), where the
+traffic never leaves the machine; any other scheme is refused even with the override, since
+the proxy speaks nothing else. `ALLOW_INSECURE_HTTP=true` permits http elsewhere, for trusted
+local testing only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from .config_merge import LoadedConfig
+from .errors import ConfigProblem, InsecureUrlError
+from .settings import SETTINGS_BY_PATH
+
+GUARDED_SETTINGS = (
+    "upstream.url",
+    "oauth2.tokenUrl",
+    "oauth2.authorizationUrl",
+    "oauth2.redirectUri",
+)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for names and addresses that cannot leave this machine."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def url_problem(url: str, *, allow_insecure_http: bool) -> str | None:
+    """Why `url` may not carry tokens, or None when it may."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        return None
+    if scheme != "http":
+        return f"uses scheme {scheme or '(none)'!r}; only https:// (or http:// on loopback) works"
+    if allow_insecure_http or is_loopback_host(parts.hostname or ""):
+        return None
+    return (
+        f"is cleartext http:// to {parts.hostname!r}, which is not loopback; switch to https://, "
+        "use a loopback tunnel, or (trusted testing only) set ALLOW_INSECURE_HTTP=true"
+    )
+
+
+def check_url(url: str, setting_path: str, source: str, *, allow_insecure_http: bool) -> None:
+    """Raise InsecureUrlError naming the setting (or discovery source) that holds `url`."""
+    problem = url_problem(url, allow_insecure_http=allow_insecure_http)
+    if problem is not None:
+        setting = SETTINGS_BY_PATH.get(setting_path)
+        label = setting.names() if setting else setting_path
+        raise InsecureUrlError([ConfigProblem(label, source, f"{url} {problem}")])
+
+
+def check_config_urls(loaded: LoadedConfig) -> None:
+    """Apply the guard to every URL setting that is set."""
+    config = loaded.config
+    allow = config.security.allow_insecure_http
+    problems: list[ConfigProblem] = []
+    for path in GUARDED_SETTINGS:
+        section, key = path.split(".", 1)
+        url = getattr(config, section).model_dump(by_alias=True)[key]
+        if url is None:
+            continue
+        problem = url_problem(url, allow_insecure_http=allow)
+        if problem is not None:
+            source = loaded.source_of(path).describe(path)
+            problems.append(
+                ConfigProblem(SETTINGS_BY_PATH[path].names(), source, f"{url} {problem}")
+            )
+    if problems:
+        raise InsecureUrlError(problems)
