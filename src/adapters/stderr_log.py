@@ -65,7 +65,11 @@ class LogfmtFormatter(logging.Formatter):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         millis = int(record.msecs)
         level = _NAMES.get(record.levelno, record.levelname.lower())
-        parts = [f"time={stamp}.{millis:03d}Z", f"level={level}", f"msg={_quote(record.msg)}"]
+        parts = [
+            f"time={stamp}.{millis:03d}Z",
+            f"level={level}",
+            f"msg={_quote(record.getMessage())}",
+        ]
         for name, value in record.__dict__.items():
             if name not in _STANDARD_ATTRIBUTES:
                 parts.append(f"{name}={_quote(str(value))}")

@@ -1,0 +1,73 @@
+"""A minimal OAuth2 token endpoint on 127.0.0.1 for driving the installed command.
+
+It checks client credentials the way an IdP does (RFC 6749 §5.2 errors) and nothing else;
+the browser-login and discovery suites use a real authorization-server library instead.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl
+
+
+@dataclass
+class LocalIdp:
+    client_id: str
+    client_secret: str
+    url: str = ""
+    forms: list[dict[str, str]] = field(default_factory=list)
+
+
+@contextmanager
+def local_idp(client_id: str = "app", client_secret: str = "right-secret") -> Iterator[LocalIdp]:
+    idp = LocalIdp(client_id, client_secret)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            form = dict(parse_qsl(self.rfile.read(length).decode()))
+            idp.forms.append(form)
+            if (form.get("client_id"), form.get("client_secret")) != (client_id, client_secret):
+                self._answer(
+                    401,
+                    {
+                        "error": "invalid_client",
+                        "error_description": "Client authentication failed",
+                    },
+                )
+            else:
+                self._answer(
+                    200,
+                    {
+                        "access_token": "local-access-token",
+                        "token_type": "Bearer",
+                        "expires_in": 3600,
+                    },
+                )
+
+        def _answer(self, status: int, document: dict[str, object]) -> None:
+            body = json.dumps(document).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet: the test reads the proxy's stderr, not the server's."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    idp.url = f"http://127.0.0.1:{server.server_address[1]}/oauth/token"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield idp
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

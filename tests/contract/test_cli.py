@@ -1,0 +1,140 @@
+"""The installed `mcp-oauth2-proxy` command, run as an MCP host would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcp_oauth2_proxy import __version__
+
+from .local_idp import local_idp
+
+COMMAND = str(Path(sys.executable).with_name("mcp-oauth2-proxy"))
+# Bounds against a hung process, not speed assertions: the benchmark measures speed.
+BOUND_SECONDS = 30
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {key: value for key, value in os.environ.items() if not _is_ours(key)}
+    return subprocess.run(
+        [COMMAND, *args],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=BOUND_SECONDS,
+        check=False,
+    )
+
+
+def _is_ours(name: str) -> bool:
+    return name.startswith(("OAUTH2_", "UPSTREAM_", "MCP_PROXY_")) or name in {
+        "LOG_LEVEL",
+        "DISCOVERY_ENABLED",
+        "ALLOW_INSECURE_HTTP",
+    }
+
+
+def client_credentials_env(token_url: str, secret: str) -> dict[str, str]:
+    return {
+        "UPSTREAM_URL": "http://127.0.0.1:9/mcp",
+        "OAUTH2_GRANT": "client_credentials",
+        "OAUTH2_CLIENT_ID": "app",
+        "OAUTH2_CLIENT_SECRET": secret,
+        "OAUTH2_TOKEN_URL": token_url,
+    }
+
+
+def test_version_and_help() -> None:
+    version = run("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"mcp-oauth2-proxy {__version__}"
+    helped = run("--help")
+    assert helped.returncode == 0
+    assert "OAUTH2_CLIENT_SECRET" in helped.stdout
+    assert "MCP_PROXY_CONFIG" in helped.stdout
+
+
+def test_python_dash_m_is_the_same_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mcp_oauth2_proxy", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=BOUND_SECONDS,
+        check=False,
+    )
+    assert result.stdout.strip() == f"mcp-oauth2-proxy {__version__}"
+
+
+def test_a_wrong_secret_fails_fast_with_the_idps_words_and_nothing_on_stdout() -> None:
+    with local_idp() as idp:
+        result = run(env=client_credentials_env(idp.url, "wrong-secret"))
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert "invalid_client: Client authentication failed" in result.stderr
+    assert "OAUTH2_CLIENT_SECRET" in result.stderr
+    assert "wrong-secret" not in result.stderr
+    assert idp.forms[0]["client_secret"] == "wrong-secret"
+
+
+def test_the_right_secret_gets_a_token_that_never_reaches_the_logs() -> None:
+    with local_idp() as idp:
+        result = run(env={**client_credentials_env(idp.url, "right-secret"), "LOG_LEVEL": "trace"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "obtained an access token" in result.stderr
+    assert "local-access-token" not in result.stderr
+    assert "right-secret" not in result.stderr
+
+
+def test_an_unreachable_idp_names_the_url_and_what_to_check() -> None:
+    result = run(env=client_credentials_env("http://127.0.0.1:9/token", "s"))
+    assert result.returncode == 3
+    assert "could not reach token endpoint http://127.0.0.1:9/token" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "fragments"),
+    [
+        ({}, ["upstream.url (not set)", "UPSTREAM_URL"]),
+        (
+            {"UPSTREAM_URL": "https://m.example/mcp", "OAUTH2_CALLBACK_PORT": "eighty"},
+            ["oauth2.callbackPort (env OAUTH2_CALLBACK_PORT)", "expected an integer"],
+        ),
+        (
+            {
+                "UPSTREAM_URL": "http://m.example/mcp",
+                "OAUTH2_CLIENT_ID": "a",
+                "OAUTH2_TOKEN_URL": "https://i.example/t",
+            },
+            ["upstream.url / UPSTREAM_URL", "ALLOW_INSECURE_HTTP"],
+        ),
+        (
+            {"MCP_PROXY_CONFIG": "/nonexistent/proxy.json"},
+            ["/nonexistent/proxy.json", "does not exist"],
+        ),
+    ],
+)
+def test_configuration_errors_exit_2_and_name_the_field(
+    env: dict[str, str], fragments: list[str]
+) -> None:
+    result = run(env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def test_a_config_file_error_names_the_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.json"
+    path.write_text(json.dumps({"upstream": {"url": "https://m.example/mcp", "timeoutMs": "5"}}))
+    result = run(env={"MCP_PROXY_CONFIG": str(path)})
+    assert result.returncode == 2
+    assert (
+        f"upstream.timeoutMs ({path}, key upstream.timeoutMs): expected an integer" in result.stderr
+    )

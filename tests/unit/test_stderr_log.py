@@ -1,0 +1,102 @@
+"""The logging adapter: logfmt lines on the given stream, levels, and redaction on the
+package logger before any handler sees a record."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from mcp_oauth2_proxy.adapters.stderr_log import (
+    TRACE,
+    attach_redaction,
+    detach_redaction,
+    log_to_stderr,
+    package_logger,
+)
+from mcp_oauth2_proxy.domain.redaction import Redactor
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    logger = package_logger()
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    buffer = io.StringIO()
+    yield buffer
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
+
+
+def test_logfmt_line_with_fields(stream: io.StringIO) -> None:
+    log_to_stderr("info", stream)
+    package_logger().info("obtained a token", extra={"grant": "client_credentials", "n": 3})
+    (line,) = stream.getvalue().splitlines()
+    assert line.startswith("time=")
+    assert ' level=info msg="obtained a token" grant=client_credentials n=3' in line
+
+
+def test_values_with_spaces_quotes_and_newlines_stay_on_one_line(stream: io.StringIO) -> None:
+    log_to_stderr("info", stream)
+    package_logger().warning('two\nlines and "quotes"', extra={"path": "a b"})
+    (line,) = stream.getvalue().splitlines()
+    assert 'level=warn msg="two\\nlines and \\"quotes\\""' in line
+    assert 'path="a b"' in line
+
+
+@pytest.mark.parametrize(
+    ("level", "shown", "hidden"),
+    [
+        ("trace", [TRACE, logging.DEBUG], []),
+        ("debug", [logging.DEBUG, logging.INFO], [TRACE]),
+        ("warn", [logging.WARNING, logging.ERROR], [logging.INFO]),
+        ("fatal", [logging.CRITICAL], [logging.ERROR]),
+    ],
+)
+def test_levels(stream: io.StringIO, level: str, shown: list[int], hidden: list[int]) -> None:
+    log_to_stderr(level, stream)  # type: ignore[arg-type]
+    for number in shown + hidden:
+        package_logger().log(number, "event-%d", number)
+    text = stream.getvalue()
+    for number in shown:
+        assert f"event-{number}" in text
+    for number in hidden:
+        assert f"event-{number}" not in text
+
+
+def test_fatal_and_trace_names(stream: io.StringIO) -> None:
+    log_to_stderr("trace", stream)
+    package_logger().critical("x")
+    package_logger().log(TRACE, "y")
+    assert [line.split()[1] for line in stream.getvalue().splitlines()] == [
+        "level=fatal",
+        "level=trace",
+    ]
+
+
+def test_redaction_reaches_message_args_fields_and_tracebacks(stream: io.StringIO) -> None:
+    log_to_stderr("debug", stream)
+    redactor = Redactor()
+    redactor.register("the-secret-value")
+    redacting = attach_redaction(redactor)
+    try:
+        try:
+            raise ValueError("failed with the-secret-value")
+        except ValueError:
+            package_logger().exception(
+                "sent %s", "the-secret-value", extra={"header": "Bearer the-secret-value"}
+            )
+    finally:
+        detach_redaction(redacting)
+    text = stream.getvalue()
+    assert "the-secret-value" not in text
+    assert "ValueError" in text
+
+
+def test_a_second_install_replaces_the_first_handler(stream: io.StringIO) -> None:
+    log_to_stderr("info", stream)
+    log_to_stderr("info", stream)
+    package_logger().info("once")
+    assert stream.getvalue().count("once") == 1
