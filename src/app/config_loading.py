@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..domain.config_merge import LoadedConfig, merge_config
+from ..domain.errors import ConfigError
 from ..domain.grant_requirements import check_grant_requirements
 from ..domain.ports import ConfigFileReader
 from ..domain.settings import CONFIG_FILE_ENV
@@ -29,7 +30,16 @@ def check_config(loaded: LoadedConfig) -> None:
 
     Raises:
         InsecureUrlError: a URL setting would carry secrets in cleartext off loopback.
-        ConfigError: the grant lacks a setting it needs.
+        ConfigError: the grant lacks a setting it needs; or both kinds of problem, listed
+            together so one run shows everything to fix.
     """
-    check_config_urls(loaded)
-    check_grant_requirements(loaded)
+    errors: list[ConfigError] = []
+    for check in (check_config_urls, check_grant_requirements):
+        try:
+            check(loaded)
+        except ConfigError as error:
+            errors.append(error)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigError([problem for error in errors for problem in error.problems])

@@ -20,15 +20,32 @@ AuthStyle = Literal["body", "header"]
 LogLevel = Literal["trace", "debug", "info", "warn", "error", "fatal"]
 
 
+def shown_url(url: str) -> str:
+    """`url` without any user:password@ part, for messages and logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
 def _absolute_url(value: str) -> str:
     parts = urlsplit(value)
     if not parts.scheme or not parts.netloc:
-        raise ValueError(f"expected an absolute URL such as https://host/path, got {value!r}")
+        raise ValueError(
+            f"expected an absolute URL such as https://host/path, got {shown_url(value)!r}"
+        )
+    return value
+
+
+def _non_empty_secret(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value():
+        raise ValueError("is empty; remove the key or give it a value")
     return value
 
 
 AbsoluteUrl = Annotated[str, AfterValidator(_absolute_url)]
 NonEmpty = Annotated[str, Field(min_length=1)]
+Secret = Annotated[SecretStr, AfterValidator(_non_empty_secret)]
 
 
 class _Section(BaseModel):
@@ -57,17 +74,17 @@ class OAuth2Config(_Section):
     grant: Grant = "authorization_code"
     token_url: AbsoluteUrl | None = None
     client_id: NonEmpty | None = None
-    client_secret: SecretStr | None = None
+    client_secret: Secret | None = None
     scope: NonEmpty | None = None
     audience: NonEmpty | None = None
     resource: NonEmpty | None = None
     auth_style: AuthStyle = "body"
     refresh_skew_seconds: Annotated[int, Field(ge=0)] = 30
     extra_params: dict[str, str] = Field(default_factory=dict)
-    refresh_token: SecretStr | None = None
-    authorization_code: SecretStr | None = None
+    refresh_token: Secret | None = None
+    authorization_code: Secret | None = None
     authorization_url: AbsoluteUrl | None = None
-    code_verifier: SecretStr | None = None
+    code_verifier: Secret | None = None
     redirect_uri: AbsoluteUrl | None = None
     interactive: bool = True
     callback_host: NonEmpty = "127.0.0.1"
@@ -75,7 +92,7 @@ class OAuth2Config(_Section):
     callback_timeout_seconds: Annotated[int, Field(gt=0)] = 300
     token_cache_dir: NonEmpty | None = None
     username: NonEmpty | None = None
-    password: SecretStr | None = None
+    password: Secret | None = None
 
 
 class DiscoveryConfig(_Section):

@@ -126,13 +126,13 @@ def _file_sections(
         return {}
     sections: dict[str, Any] = {}
     for name, section in document.items():
+        sources[name] = source
         if isinstance(section, dict):
             sections[name] = dict(section)
             for key in section:
                 sources[f"{name}.{key}"] = source
         else:
             sections[name] = section
-            sources[name] = source
     return sections
 
 
@@ -166,12 +166,22 @@ def _parse_json_object(raw: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise ValueError(
             f'expected a JSON object of strings such as {{"prompt": "consent"}}, '
-            f"got a JSON {type(value).__name__}"
+            f"got a JSON {json_type(value)}"
         )
     for key, item in value.items():
         if not isinstance(item, str):
-            raise ValueError(f"expected a string for key {key!r}, got a JSON {type(item).__name__}")
+            raise ValueError(f"expected a string for key {key!r}, got a JSON {json_type(item)}")
     return value
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, for messages about a JSON file."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    names = {dict: "object", list: "array", str: "string", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _describe(error: ErrorDetails, sources: Mapping[str, Source]) -> ConfigProblem:
@@ -201,7 +211,7 @@ def _message(error: ErrorDetails, loc: list[str], setting: Setting | None) -> st
     if kind in ("bool_type", "bool_parsing"):
         return f"expected true or false{shown}"
     if kind in ("string_type",):
-        return f"expected a string, got a JSON {type(error['input']).__name__}"
+        return f"expected a string, got a JSON {json_type(error['input'])}"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return "expected a JSON object"
     if kind == "literal_error":
