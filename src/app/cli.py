@@ -15,6 +15,7 @@ import anyio
 
 from .._version import __version__
 from ..adapters.stderr_log import log_to_stderr, package_logger
+from ..domain.config import shown_url
 from ..domain.config_merge import LoadedConfig
 from ..domain.errors import ConfigError, OAuthError, ProxyError
 from ..domain.settings import CONFIG_FILE_ENV, SETTINGS
@@ -77,10 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(loaded: LoadedConfig) -> int:
     try:
-        async with Proxy(loaded) as proxy:
-            await proxy.access_token()
-            log.info("token ready", extra={"upstream": proxy.config.upstream.url})
+        proxy = Proxy(loaded)
     except ProxyError as error:
         log.critical("cannot start: %s", error)
         return exit_code(error)
+    async with proxy:
+        # Inside the proxy's scope, so its redaction covers the failure message too.
+        try:
+            await proxy.access_token()
+        except ProxyError as error:
+            log.critical("cannot start: %s", error)
+            return exit_code(error)
+        log.info("token ready", extra={"upstream": shown_url(proxy.config.upstream.url)})
     return EXIT_OK

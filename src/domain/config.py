@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 from pydantic.alias_generators import to_camel, to_snake
 
-from .settings import SETTINGS
+from .settings import SETTINGS, Kind
 
 Grant = Literal["client_credentials", "refresh_token", "authorization_code", "password"]
 AuthStyle = Literal["body", "header"]
@@ -37,9 +37,46 @@ def _absolute_url(value: str) -> str:
     return value
 
 
+def _lower_case(value: object) -> object:
+    """Choices are case-insensitive in the file as in the environment: `DEBUG` is `debug`."""
+    return value.lower() if isinstance(value, str) else value
+
+
 def _non_empty_secret(value: SecretStr) -> SecretStr:
     if not value.get_secret_value():
         raise ValueError("is empty; remove the key or give it a value")
+    return value
+
+
+# Fields a grant or the client authentication sends itself: extraParams may not add them,
+# or a request could carry two client identities or a grant's field where it does not belong.
+RESERVED_PARAMS = frozenset(
+    {
+        "grant_type",
+        "client_id",
+        "client_secret",
+        "client_assertion",
+        "client_assertion_type",
+        "code",
+        "code_verifier",
+        "redirect_uri",
+        "refresh_token",
+        "username",
+        "password",
+        "scope",
+        "audience",
+        "resource",
+    }
+)
+
+
+def _no_reserved_params(value: dict[str, str]) -> dict[str, str]:
+    reserved = sorted(RESERVED_PARAMS.intersection(value))
+    if reserved:
+        raise ValueError(
+            f"may not set {', '.join(reserved)}: the proxy sends those itself (use the "
+            "settings of the same name, such as oauth2.scope / OAUTH2_SCOPE)"
+        )
     return value
 
 
@@ -71,16 +108,18 @@ class UpstreamConfig(_Section):
 class OAuth2Config(_Section):
     """The OAuth2 client the proxy acts as, and how it obtains tokens."""
 
-    grant: Grant = "authorization_code"
+    grant: Annotated[Grant, BeforeValidator(_lower_case)] = "authorization_code"
     token_url: AbsoluteUrl | None = None
     client_id: NonEmpty | None = None
     client_secret: Secret | None = None
     scope: NonEmpty | None = None
     audience: NonEmpty | None = None
     resource: NonEmpty | None = None
-    auth_style: AuthStyle = "body"
+    auth_style: Annotated[AuthStyle, BeforeValidator(_lower_case)] = "body"
     refresh_skew_seconds: Annotated[int, Field(ge=0)] = 30
-    extra_params: dict[str, str] = Field(default_factory=dict)
+    extra_params: Annotated[dict[str, str], AfterValidator(_no_reserved_params)] = Field(
+        default_factory=dict
+    )
     refresh_token: Secret | None = None
     authorization_code: Secret | None = None
     authorization_url: AbsoluteUrl | None = None
@@ -104,7 +143,7 @@ class DiscoveryConfig(_Section):
 class LogConfig(_Section):
     """How much the proxy says on stderr."""
 
-    level: LogLevel = "info"
+    level: Annotated[LogLevel, BeforeValidator(_lower_case)] = "info"
 
 
 class SecurityConfig(_Section):
@@ -117,7 +156,7 @@ class ProxyConfig(_Section):
     """The whole configuration of one proxy process: one upstream, one OAuth2 client.
 
     Build it in Python with snake_case names, or load it from a JSON file and the environment
-    with `mcp_oauth2_proxy.load_config()`.
+    with `Proxy.load_config()`.
     """
 
     upstream: UpstreamConfig
@@ -130,9 +169,12 @@ class ProxyConfig(_Section):
         """Every secret value in this configuration, for the log redactor."""
         found: list[str] = []
         for setting in SETTINGS:
-            if setting.secret:
-                section = getattr(self, setting.section)
-                value = getattr(section, to_snake(setting.key))
-                if isinstance(value, SecretStr):
-                    found.append(value.get_secret_value())
+            section = getattr(self, setting.section)
+            value = getattr(section, to_snake(setting.key))
+            if isinstance(value, SecretStr):
+                found.append(value.get_secret_value())
+            elif setting.kind is Kind.URL and isinstance(value, str):
+                password = urlsplit(value).password
+                if password:
+                    found.append(password)
         return found

@@ -6,7 +6,7 @@ tested with plain dictionaries. Every value remembers where it came from, so an 
 "invalid port".
 
 Choices made here, documented in docs/configuration.md:
-- an environment variable set to the empty string counts as unset (MCP hosts' config
+- an environment variable that is empty or only white space counts as unset (MCP hosts' config
   editors often leave `"OAUTH2_CLIENT_SECRET": ""` behind);
 - unknown keys in the file are errors, so a misspelt `clientSecert` is not silently ignored;
 - every problem is reported at once, each naming its field and source.
@@ -82,7 +82,7 @@ def merge_config(
 
     for setting in SETTINGS:
         raw = env.get(setting.env)
-        if raw is None or raw == "":
+        if raw is None or not raw.strip():
             continue
         source = Source("env", setting.env)
         try:
@@ -174,6 +174,13 @@ def _parse_json_object(raw: str) -> dict[str, str]:
     return value
 
 
+def _as_json(value: object) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def json_type(value: object) -> str:
     """The JSON name of a parsed value's type, for messages about a JSON file."""
     if isinstance(value, bool):
@@ -196,7 +203,7 @@ def _describe(error: ErrorDetails, sources: Mapping[str, Source]) -> ConfigProbl
 
 def _message(error: ErrorDetails, loc: list[str], setting: Setting | None) -> str:
     kind = error["type"]
-    shown = "" if setting is None or setting.secret else f", got {error['input']!r}"
+    shown = "" if setting is None or setting.secret else f", got {_as_json(error['input'])}"
     if kind == "missing":
         if setting is not None:
             return f'required but not set: set {setting.env} or "{setting.path}" in the config file'
@@ -215,7 +222,7 @@ def _message(error: ErrorDetails, loc: list[str], setting: Setting | None) -> st
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return "expected a JSON object"
     if kind == "literal_error":
-        expected = (error.get("ctx") or {}).get("expected", "")
+        expected = str((error.get("ctx") or {}).get("expected", "")).replace("'", "")
         return f"expected one of {expected}{shown}"
     message = error["msg"].removeprefix("Value error, ")
     return f"{message[:1].lower()}{message[1:]}"

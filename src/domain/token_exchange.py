@@ -17,7 +17,7 @@ from urllib.parse import quote_plus
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from .config import AuthStyle, OAuth2Config
+from .config import AuthStyle, OAuth2Config, shown_url
 from .errors import TokenEndpointError
 from .token_lifecycle import AccessToken, IssuedTokens, normalise_token_type, renew_at
 
@@ -45,7 +45,7 @@ class TokenRequest:
 
     def __repr__(self) -> str:
         fields = ", ".join(name for name, _ in self.form)
-        return f"TokenRequest(url={self.url!r}, grant={self.grant!r}, fields=[{fields}])"
+        return f"TokenRequest(url={shown_url(self.url)!r}, grant={self.grant!r}, fields=[{fields}])"
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,8 @@ class TokenRequestBuilder:
         if self._resource is not None:
             form["resource"] = self._resource
         headers = self._client.apply(form)
-        for name, value in self._extra.items():
-            # extraParams add to a request; they never replace what the grant itself sends.
-            form.setdefault(name, value)
+        # extraParams cannot name the grant's own fields (config.RESERVED_PARAMS).
+        form.update(self._extra)
         return TokenRequest(self._url, grant, tuple(form.items()), headers)
 
 
@@ -197,7 +196,8 @@ def _error(
     request: TokenRequest, reply: TokenReply, what: str, code: str | None
 ) -> TokenEndpointError:
     hint = _hint(request.grant, code, reply.status)
-    message = f"token request ({request.grant}) to {request.url} failed: the IdP {what}. {hint}"
+    url = shown_url(request.url)
+    message = f"token request ({request.grant}) to {url} failed: the IdP {what}. {hint}"
     return TokenEndpointError(message, status=reply.status, error=code)
 
 

@@ -9,7 +9,10 @@ Rules (docs/grants-and-tokens.md):
 - when `expires_in` is not larger than the skew, it is renewed halfway through its life
   instead, so a short-lived token is not fetched again for every message;
 - without `expires_in`, a JWT access token's `exp` claim is used; failing that the token is
-  kept until the upstream rejects it with a 401, which invalidates it.
+  kept until the upstream rejects it with a 401, which invalidates it;
+- a lifetime of zero or less (an IdP's odd `expires_in`, or a JWT whose `exp` has passed by
+  this machine's clock, which may simply be ahead) is treated as unknown rather than as
+  expired, so the proxy does not ask the IdP for a new token on every message.
 """
 
 from __future__ import annotations
@@ -58,11 +61,11 @@ def renew_at(
 ) -> float | None:
     """When a token issued at `now` should be replaced, or None for "until rejected"."""
     lifetime = expires_in if expires_in is not None else _jwt_lifetime(access_token, now)
-    if lifetime is None:
+    if lifetime is None or lifetime <= 0:
         return None
     if lifetime > refresh_skew:
         return now + lifetime - refresh_skew
-    return now + max(lifetime, 0) / 2
+    return now + lifetime / 2
 
 
 def normalise_token_type(token_type: str | None) -> str:

@@ -27,7 +27,7 @@ GUARDED_SETTINGS = (
 def is_loopback_host(host: str) -> bool:
     """True for names and addresses that cannot leave this machine."""
     name = host.strip("[]").rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    if name == "localhost":
         return True
     try:
         return ipaddress.ip_address(name).is_loopback

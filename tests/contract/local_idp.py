@@ -24,7 +24,10 @@ class LocalIdp:
 
 
 @contextmanager
-def local_idp(client_id: str = "app", client_secret: str = "right-secret") -> Iterator[LocalIdp]:
+def local_idp(
+    client_id: str = "app", client_secret: str = "right-secret", *, echo: bool = False
+) -> Iterator[LocalIdp]:
+    """Serve a token endpoint; with `echo`, its errors repeat what was sent, as some do."""
     idp = LocalIdp(client_id, client_secret)
 
     class Handler(BaseHTTPRequestHandler):
@@ -33,11 +36,12 @@ def local_idp(client_id: str = "app", client_secret: str = "right-secret") -> It
             form = dict(parse_qsl(self.rfile.read(length).decode()))
             idp.forms.append(form)
             if (form.get("client_id"), form.get("client_secret")) != (client_id, client_secret):
+                said = f" (got {form.get('client_secret')})" if echo else ""
                 self._answer(
                     401,
                     {
                         "error": "invalid_client",
-                        "error_description": "Client authentication failed",
+                        "error_description": "Client authentication failed" + said,
                     },
                 )
             else:

@@ -288,7 +288,7 @@ def test_invalid_choice_from_env_names_the_choices() -> None:
 
     problem = problems_of(caught)["oauth2.grant"]
     assert problem.source == "env OAUTH2_GRANT"
-    assert "'implicit'" in problem.message
+    assert '"implicit"' in problem.message
     assert "client_credentials" in problem.message
 
 
@@ -317,7 +317,7 @@ def test_boolean_surrounding_whitespace_is_ignored() -> None:
     assert loaded.config.discovery.enabled is False
 
 
-@pytest.mark.parametrize("text", ["maybe", "2", "-1", "tru", "y", "n", "   "])
+@pytest.mark.parametrize("text", ["maybe", "2", "-1", "tru", "y", "n"])
 @pytest.mark.parametrize("setting", BOOLEAN_SETTINGS, ids=_ids)
 def test_other_boolean_text_is_an_error_not_false(setting: Setting, text: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -546,10 +546,10 @@ def test_unknown_key_is_an_error_listing_known_keys(
 @pytest.mark.parametrize(
     ("key", "value", "needle"),
     [
-        ("upstream.timeoutMs", "300", "expected an integer, got '300'"),
+        ("upstream.timeoutMs", "300", 'expected an integer, got "300"'),
         ("upstream.timeoutMs", 300.0, "expected an integer"),
         ("upstream.timeoutMs", True, "expected an integer"),
-        ("upstream.openServerStream", "yes", "expected true or false, got 'yes'"),
+        ("upstream.openServerStream", "yes", 'expected true or false, got "yes"'),
         ("upstream.openServerStream", 1, "expected true or false"),
         ("upstream.protocolVersion", 20250618, "expected a string"),
         ("oauth2.callbackPort", "8080", "expected an integer"),
@@ -558,7 +558,7 @@ def test_unknown_key_is_an_error_listing_known_keys(
         ("oauth2.extraParams", "prompt=consent", "expected a JSON object"),
         ("oauth2.tokenUrl", "idp.example.com/token", "absolute URL"),
         ("discovery.enabled", "false", "expected true or false"),
-        ("log.level", "INFO", "expected one of"),
+        ("log.level", "loud", "expected one of"),
         ("security.allowInsecureHttp", "true", "expected true or false"),
     ],
 )
@@ -769,3 +769,38 @@ def test_credentials_inside_a_url_are_not_echoed() -> None:
         check_config_urls(loaded)
     assert "hunter22" not in str(caught.value)
     assert "http://***@mcp.example/mcp" in str(caught.value)
+
+
+@pytest.mark.parametrize("setting", BOOLEAN_SETTINGS, ids=_ids)
+def test_white_space_only_env_counts_as_unset(setting: Setting) -> None:
+    loaded = merge_config({**BASE_ENV, setting.env: "   "})
+    assert loaded.source_of(setting.path).kind == "default"
+
+
+def test_choices_are_case_insensitive_in_the_file_too() -> None:
+    document = {
+        "upstream": {"url": UPSTREAM},
+        "log": {"level": "DEBUG"},
+        "oauth2": {"grant": "Client_Credentials", "authStyle": "HEADER"},
+    }
+    config = merge_config({}, document, FILE).config
+    assert (config.log.level, config.oauth2.grant, config.oauth2.auth_style) == (
+        "debug",
+        "client_credentials",
+        "header",
+    )
+
+
+def test_null_is_shown_as_json() -> None:
+    with pytest.raises(ConfigError) as caught:
+        merge_config({}, {"upstream": {"url": UPSTREAM, "timeoutMs": None}}, FILE)
+    assert "got null" in problems_of(caught)["upstream.timeoutMs"].message
+
+
+@pytest.mark.parametrize("name", ["client_id", "grant_type", "scope", "code_verifier"])
+def test_extra_params_may_not_set_the_grants_own_fields(name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        merge_config({**BASE_ENV, "OAUTH2_EXTRA_PARAMS": json.dumps({name: "x"})})
+    problem = problems_of(caught)["oauth2.extraParams"]
+    assert f"may not set {name}" in problem.message
+    assert problem.source == "env OAUTH2_EXTRA_PARAMS"

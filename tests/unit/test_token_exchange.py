@@ -109,15 +109,11 @@ def test_authorization_code_exchange_fields() -> None:
     assert dict(bare.form) == {"grant_type": "authorization_code", "code": "c", "client_id": "app"}
 
 
-def test_extra_params_are_added_but_never_replace_the_grants_fields() -> None:
-    request = builder(
-        client_secret="s",
-        extra_params={"prompt": "none", "grant_type": "password", "client_secret": "other"},
-    ).client_credentials()
-    form = dict(request.form)
-    assert form["prompt"] == "none"
-    assert form["grant_type"] == "client_credentials"
-    assert form["client_secret"] == "s"
+def test_extra_params_are_added_to_every_request() -> None:
+    requests = builder(client_secret="s", extra_params={"tenant": "t1"})
+    for request in (requests.client_credentials(), requests.refresh("rt")):
+        assert dict(request.form)["tenant"] == "t1"
+        assert dict(request.form)["client_secret"] == "s"
 
 
 def test_secret_values_and_repr() -> None:

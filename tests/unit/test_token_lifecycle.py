@@ -32,9 +32,10 @@ def test_a_lifetime_no_longer_than_the_skew_renews_halfway() -> None:
     assert renew_at(NOW, 30, 30, "opaque") == NOW + 15
 
 
-def test_zero_or_negative_lifetime_is_stale_at_once() -> None:
-    assert renew_at(NOW, 0, 30, "opaque") == NOW
-    assert renew_at(NOW, -5, 30, "opaque") == NOW
+def test_zero_or_negative_lifetime_counts_as_unknown_not_as_expired() -> None:
+    assert renew_at(NOW, 0, 30, "opaque") is None
+    assert renew_at(NOW, -5, 30, "opaque") is None
+    assert renew_at(NOW, None, 30, jwt_with({"exp": NOW - 60})) is None
 
 
 def test_missing_expires_in_uses_the_jwt_exp_claim() -> None:

@@ -30,7 +30,6 @@ LOOPBACK_HTTP = [
     "http://[::1]:3000/mcp",
     "http://localhost/mcp",
     "http://LOCALHOST./mcp",
-    "http://foo.localhost/mcp",
     "HTTP://localhost:9000/callback",
 ]
 
@@ -43,6 +42,7 @@ OFF_LOOPBACK_HTTP = [
     "http://localhost.evil.com/mcp",
     "http://0.0.0.0/mcp",
     "http://localhost@evil.com/mcp",
+    "http://foo.localhost/mcp",
 ]
 
 OTHER_SCHEMES = [
@@ -95,7 +95,7 @@ def test_other_schemes_are_refused_even_with_the_override(url: str, allow: bool)
         ("[::1]", True),
         ("localhost", True),
         ("LocalHost.", True),
-        ("a.b.localhost", True),
+        ("a.b.localhost", False),
         ("", False),
         ("::2", False),
         ("128.0.0.1", False),
