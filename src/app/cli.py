@@ -8,6 +8,7 @@ the only output of their own there.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -85,9 +86,26 @@ async def _run(loaded: LoadedConfig) -> int:
     async with proxy:
         # Inside the proxy's scope, so its redaction covers the failure message too.
         try:
+            # Prefetch: a wrong secret fails now, with the IdP's words, not at the first call.
             await proxy.access_token()
         except ProxyError as error:
             log.critical("cannot start: %s", error)
             return exit_code(error)
-        log.info("token ready", extra={"upstream": shown_url(proxy.config.upstream.url)})
+        log.info("ready", extra={"upstream": shown_url(proxy.config.upstream.url)})
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_stop_on_signal, proxy)
+            await proxy.serve_stdio()
+            tasks.cancel_scope.cancel()
     return EXIT_OK
+
+
+async def _stop_on_signal(proxy: Proxy) -> None:
+    """SIGINT and SIGTERM end the proxy like the end of stdin: in-flight requests get their
+    grace, the session is deleted, the exit status is 0."""
+    try:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for received in signals:
+                log.info("stopping on a signal", extra={"signal": signal.Signals(received).name})
+                proxy.stop()
+    except NotImplementedError:
+        return  # Windows: Ctrl+C arrives as KeyboardInterrupt, handled in main()

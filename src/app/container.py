@@ -15,12 +15,15 @@ from dependency_injector import containers, providers
 from ..adapters.config_file import JsonConfigFile
 from ..adapters.http_client import HttpClient, build_http_client
 from ..adapters.http_token_endpoint import HttpTokenEndpoint
+from ..adapters.http_upstream import HttpUpstream
+from ..adapters.stdio import ProcessStdio, StdioChannel
 from ..adapters.system_clock import SystemClock
-from ..domain.config import OAuth2Config, ProxyConfig
+from ..domain.config import OAuth2Config, ProxyConfig, UpstreamConfig
 from ..domain.config_merge import LoadedConfig
-from ..domain.ports import Clock, ConfigFileReader, TokenEndpoint
+from ..domain.ports import Clock, ConfigFileReader, TokenEndpoint, UpstreamTransport
 from ..domain.redaction import Redactor
 from ..domain.token_exchange import TokenRequestBuilder
+from .bridge import Bridge
 from .config_loading import load_config
 from .grants import Grant, build_grant, build_token_requests
 from .token_client import TokenClient
@@ -39,6 +42,9 @@ class Container(containers.DeclarativeContainer):
         attrgetter("config"), loaded_config
     )
     oauth2: providers.Provider[OAuth2Config] = providers.Callable(attrgetter("oauth2"), config)
+    upstream_config: providers.Provider[UpstreamConfig] = providers.Callable(
+        attrgetter("upstream"), config
+    )
 
     clock: providers.Provider[Clock] = providers.Singleton(SystemClock)
     redactor: providers.Provider[Redactor] = providers.Singleton(Redactor)
@@ -62,4 +68,14 @@ class Container(containers.DeclarativeContainer):
     )
     token_manager: providers.Provider[TokenManager] = providers.Singleton(
         TokenManager, grant, token_client, token_requests, clock
+    )
+
+    upstream: providers.Provider[UpstreamTransport] = providers.Singleton(
+        HttpUpstream, http_client, providers.Callable(attrgetter("url"), upstream_config)
+    )
+    process_stdio: providers.Provider[ProcessStdio] = providers.Singleton(ProcessStdio)
+    # Built per served connection, from the streams `Proxy.serve` is given.
+    client_channel: providers.Provider[StdioChannel] = providers.Factory(StdioChannel)
+    bridge: providers.Provider[Bridge] = providers.Factory(
+        Bridge, upstream=upstream, tokens=token_manager, config=upstream_config
     )

@@ -7,13 +7,15 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
 
+import anyio.abc
 from dependency_injector import providers
 
 from ..adapters.stderr_log import attach_redaction, detach_redaction, package_logger
 from ..domain.config import ProxyConfig
 from ..domain.config_merge import LoadedConfig
-from ..domain.ports import Clock, TokenEndpoint
+from ..domain.ports import Clock, TokenEndpoint, UpstreamTransport
 from ..domain.token_lifecycle import AccessToken
+from .bridge import Bridge
 from .config_loading import check_config
 from .container import Container
 
@@ -34,12 +36,14 @@ class Proxy:
         ...                         client_secret="s3cret", token_url="https://idp/token"),
         ... )
         >>> async with Proxy(config) as proxy:  # doctest: +SKIP
-        ...     token = await proxy.access_token()
+        ...     await proxy.access_token()        # log in before the client's first message
+        ...     await proxy.serve(receive, send)  # any pair of anyio byte streams
 
     Args:
         config: a `ProxyConfig`, or a `LoadedConfig` that also knows where values came from.
         clock: replaces the system clock.
         token_endpoint: replaces the HTTP token endpoint.
+        upstream: replaces the HTTP transport to the upstream MCP server.
 
     Raises:
         ConfigError: the configuration lacks a setting its grant needs, or a URL is unsafe.
@@ -51,6 +55,7 @@ class Proxy:
         *,
         clock: Clock | None = None,
         token_endpoint: TokenEndpoint | None = None,
+        upstream: UpstreamTransport | None = None,
     ) -> None:
         loaded = config if isinstance(config, LoadedConfig) else LoadedConfig(config)
         check_config(loaded)
@@ -61,7 +66,10 @@ class Proxy:
             self.container.clock.override(providers.Object(clock))
         if token_endpoint is not None:
             self.container.token_endpoint.override(providers.Object(token_endpoint))
+        if upstream is not None:
+            self.container.upstream.override(providers.Object(upstream))
         self._stack = AsyncExitStack()
+        self._bridges: list[Bridge] = []
 
     @staticmethod
     def load_config(env: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -99,3 +107,30 @@ class Proxy:
     def invalidate(self, token: AccessToken) -> None:
         """Forget `token` after the upstream rejected it (a newer token is kept)."""
         self.container.token_manager().invalidate(token)
+
+    async def serve(
+        self, receive: anyio.abc.ByteReceiveStream, send: anyio.abc.ByteSendStream
+    ) -> None:
+        """Bridge the MCP client on these byte streams to the upstream until `receive` ends
+        or `stop()` is called; then finish in-flight requests and end the upstream session.
+
+        Raises:
+            ClientGone: never; a client that stops reading just ends the serving.
+        """
+        channel = self.container.client_channel(receive, send)
+        bridge = self.container.bridge(channel)
+        self._bridges.append(bridge)
+        try:
+            await bridge.run()
+        finally:
+            self._bridges.remove(bridge)
+
+    async def serve_stdio(self) -> None:
+        """`serve()` on this process's stdin and stdout: what the command does."""
+        receive, send = await self.container.process_stdio().open()
+        await self.serve(receive, send)
+
+    def stop(self) -> None:
+        """Shut down every `serve()` as if its input had ended."""
+        for bridge in self._bridges:
+            bridge.stop()

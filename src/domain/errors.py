@@ -3,9 +3,11 @@
     ProxyError
     ├── ConfigError              a setting is missing, malformed or unsafe (CLI exit 2)
     │   └── InsecureUrlError     cleartext http:// to a host off loopback
-    └── OAuthError               a token could not be obtained (CLI exit 3)
-        ├── TokenEndpointError   the IdP answered, and the answer was an error
-        └── IdpUnreachableError  the IdP did not answer: refused, reset, timed out
+    ├── OAuthError               a token could not be obtained (CLI exit 3)
+    │   ├── TokenEndpointError   the IdP answered, and the answer was an error
+    │   └── IdpUnreachableError  the IdP did not answer: refused, reset, timed out
+    ├── UpstreamError            the MCP server could not be reached or broke off
+    └── ClientGone               the MCP client stopped reading stdout (ends the proxy quietly)
 
 Messages name the setting both as the config-file key and as the environment variable, so the
 user knows what to change wherever their configuration lives. They never contain a secret.
@@ -64,3 +66,11 @@ class TokenEndpointError(OAuthError):
 
 class IdpUnreachableError(OAuthError):
     """The token endpoint could not be reached or did not answer in time."""
+
+
+class UpstreamError(ProxyError):
+    """The upstream MCP server could not be reached, or the connection broke mid-answer."""
+
+
+class ClientGone(ProxyError):
+    """The MCP client closed its end of stdout; nobody is left to answer."""

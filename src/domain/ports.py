@@ -6,8 +6,11 @@ Adapters in `mcp_oauth2_proxy.adapters` implement them; tests implement them wit
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Literal, Protocol
 
+from .line_framing import Oversized
 from .token_exchange import TokenReply, TokenRequest
 
 
@@ -36,3 +39,46 @@ class ConfigFileReader(Protocol):
     """
 
     def read(self, path: str) -> object: ...
+
+
+class UpstreamReply(Protocol):
+    """One upstream HTTP response, read as it arrives.
+
+    `headers` has lower-case names. `chunks()` and `read()` raise UpstreamError when the
+    connection breaks mid-body.
+    """
+
+    status: int
+    headers: Mapping[str, str]
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self, limit: int) -> bytes:
+        """At most `limit` bytes of the body (for error messages)."""
+        ...
+
+
+class UpstreamTransport(Protocol):
+    """HTTP exchanges with the one upstream MCP endpoint.
+
+    Raises UpstreamError when there is no response at all (refused, reset, TLS failure).
+    """
+
+    def exchange(
+        self,
+        method: Literal["POST", "GET", "DELETE"],
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+    ) -> AbstractAsyncContextManager[UpstreamReply]: ...
+
+
+class ClientChannel(Protocol):
+    """The MCP client's side: newline-delimited JSON-RPC in, whole lines out.
+
+    `send` writes one line atomically (lines never interleave) and raises ClientGone when the
+    client stopped reading.
+    """
+
+    def lines(self) -> AsyncIterator[bytes | Oversized]: ...
+
+    async def send(self, line: bytes) -> None: ...

@@ -21,6 +21,8 @@ class LocalIdp:
     client_secret: str
     url: str = ""
     forms: list[dict[str, str]] = field(default_factory=list)
+    issued: list[str] = field(default_factory=list)
+    revoked: set[str] = field(default_factory=set)
 
 
 @contextmanager
@@ -45,13 +47,10 @@ def local_idp(
                     },
                 )
             else:
+                token = f"local-access-token-{len(idp.issued) + 1}"
+                idp.issued.append(token)
                 self._answer(
-                    200,
-                    {
-                        "access_token": "local-access-token",
-                        "token_type": "Bearer",
-                        "expires_in": 3600,
-                    },
+                    200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600}
                 )
 
         def _answer(self, status: int, document: dict[str, object]) -> None:

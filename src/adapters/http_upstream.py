@@ -1,0 +1,75 @@
+"""The UpstreamTransport port over httpx: streamed exchanges with the MCP endpoint.
+
+Responses are streamed, not buffered: an SSE answer's events reach the client as they arrive,
+and a long-lived GET stream holds no more than one chunk at a time here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Literal
+
+import httpx
+
+from ..domain.config import shown_url
+from ..domain.errors import UpstreamError
+
+
+class HttpReply:
+    """An httpx response seen through the UpstreamReply port."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_bytes():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"the upstream connection broke mid-response: {_reason(exc)}"
+            ) from None
+
+    async def read(self, limit: int) -> bytes:
+        body = bytearray()
+        async for chunk in self.chunks():
+            body += chunk
+            if len(body) >= limit:
+                break
+        return bytes(body[:limit])
+
+
+class HttpUpstream:
+    """POST, GET and DELETE on the configured upstream URL through one pooled client."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+        self._client = client
+        self._url = url
+
+    @asynccontextmanager
+    async def exchange(
+        self,
+        method: Literal["POST", "GET", "DELETE"],
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+    ) -> AsyncIterator[HttpReply]:
+        request = self._client.build_request(method, self._url, headers=headers, content=body)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"could not reach the upstream {shown_url(self._url)}: {_reason(exc)}; check "
+                "upstream.url / UPSTREAM_URL and that the server is reachable (VPN, HTTPS_PROXY)"
+            ) from None
+        try:
+            yield HttpReply(response)
+        finally:
+            await response.aclose()
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,141 @@
+"""The ClientChannel port over byte streams: the MCP stdio transport.
+
+Any pair of anyio byte streams works (a harness passes in-memory ones); for the real process
+the streams are the stdin and stdout pipes, driven by the event loop without a thread per
+read (`process_stdio`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+
+import anyio
+import anyio.abc
+
+from ..domain.errors import ClientGone
+from ..domain.line_framing import DEFAULT_MAX_LINE_BYTES, LineSplitter, Oversized
+
+_READ_SIZE = 1 << 16
+
+
+class StdioChannel:
+    """Reads lines from `receive`; writes whole lines to `send`, one writer at a time."""
+
+    def __init__(
+        self,
+        receive: anyio.abc.ByteReceiveStream,
+        send: anyio.abc.ByteSendStream,
+        *,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
+        self._receive = receive
+        self._send = send
+        self._max_line_bytes = max_line_bytes
+        self._write_lock = anyio.Lock()
+
+    async def lines(self) -> AsyncIterator[bytes | Oversized]:
+        splitter = LineSplitter(self._max_line_bytes)
+        while True:
+            try:
+                chunk = await self._receive.receive(_READ_SIZE)
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                break
+            for line in splitter.feed(chunk):
+                yield line
+        for line in splitter.finish():
+            yield line
+
+    async def send(self, line: bytes) -> None:
+        async with self._write_lock:
+            try:
+                await self._send.send(line + b"\n")
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                raise ClientGone(f"the MCP client stopped reading stdout: {exc}") from None
+
+
+class _PipeReceiveStream(anyio.abc.ByteReceiveStream):
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    async def receive(self, max_bytes: int = _READ_SIZE) -> bytes:
+        data = await self._reader.read(max_bytes)
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def aclose(self) -> None:
+        """The pipe belongs to the process; it closes at exit."""
+
+
+class _PipeSendStream(anyio.abc.ByteSendStream):
+    def __init__(self, transport: asyncio.WriteTransport, protocol: asyncio.BaseProtocol) -> None:
+        self._writer = asyncio.StreamWriter(transport, protocol, None, asyncio.get_running_loop())
+
+    async def send(self, item: bytes) -> None:
+        if self._writer.is_closing():
+            raise anyio.BrokenResourceError
+        self._writer.write(item)
+        await self._writer.drain()
+
+    async def aclose(self) -> None:
+        self._writer.close()
+
+
+class _FileReceiveStream(anyio.abc.ByteReceiveStream):
+    """For stdin redirected from a regular file, which the event loop cannot watch."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    async def receive(self, max_bytes: int = _READ_SIZE) -> bytes:
+        data = await anyio.to_thread.run_sync(os.read, self._fd, max_bytes)
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def aclose(self) -> None:
+        """The descriptor belongs to the process."""
+
+
+class _FileSendStream(anyio.abc.ByteSendStream):
+    """For stdout redirected to a regular file: writes complete at once."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    async def send(self, item: bytes) -> None:
+        view = memoryview(item)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    async def aclose(self) -> None:
+        """The descriptor belongs to the process."""
+
+
+class ProcessStdio:
+    """Opens this process's stdin and stdout as anyio byte streams (asyncio only)."""
+
+    async def open(self) -> tuple[anyio.abc.ByteReceiveStream, anyio.abc.ByteSendStream]:
+        loop = asyncio.get_running_loop()
+        stdin = sys.stdin.buffer
+        stdout = sys.stdout.buffer
+        receive: anyio.abc.ByteReceiveStream
+        send: anyio.abc.ByteSendStream
+        try:
+            reader = asyncio.StreamReader(limit=_READ_SIZE, loop=loop)
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+            receive = _PipeReceiveStream(reader)
+        except (ValueError, OSError, NotImplementedError):
+            receive = _FileReceiveStream(stdin.fileno())
+        try:
+            transport, protocol = await loop.connect_write_pipe(
+                asyncio.streams.FlowControlMixin, stdout
+            )
+            send = _PipeSendStream(transport, protocol)
+        except (ValueError, OSError, NotImplementedError):
+            send = _FileSendStream(stdout.fileno())
+        return receive, send

@@ -1,0 +1,530 @@
+"""The bridge: every client message to the upstream, every upstream message to the client.
+
+Each client message is dispatched in its own task as soon as it is read, so a slow tool call
+never holds up a ping, another call or a cancellation. What must be ordered is ordered by
+barriers rather than by serialising: `initialize` and `notifications/initialized` each hold
+back the messages read after them until they have been delivered, so nothing reaches the
+server before its session exists (MCP lifecycle §Initialization). On the stateless
+2026-07-28 wire there is no handshake and nothing waits.
+
+Every request the client sends gets exactly one answer on stdout: the upstream's response,
+or a JSON-RPC error saying what went wrong and what to set (docs/bridge.md lists them).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+from ..adapters.stderr_log import TRACE, package_logger
+from ..domain.backoff import Backoff
+from ..domain.config import UpstreamConfig
+from ..domain.errors import ClientGone, OAuthError, UpstreamError
+from ..domain.jsonrpc import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    UPSTREAM_HTTP_ERROR,
+    UPSTREAM_TRANSPORT_ERROR,
+    Invalid,
+    JsonId,
+    Kind,
+    Message,
+    error_line,
+    parse_client_line,
+    parse_upstream_body,
+)
+from ..domain.line_framing import Oversized
+from ..domain.ports import ClientChannel, UpstreamReply, UpstreamTransport
+from ..domain.retry_policy import PERSISTENT_401_ADVICE, Next, RetryOn401
+from ..domain.sse import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, SseDecoder
+from ..domain.wire import (
+    CANCELLED,
+    EVENT_STREAM,
+    INITIALIZE,
+    INITIALIZED,
+    WireState,
+    modern_version,
+)
+from .token_manager import TokenManager
+
+log = package_logger()
+
+ERROR_BODY_BYTES = 2048
+SHOWN_BODY_CHARS = 300
+SHUTDOWN_GRACE_SECONDS = 1.5
+DELETE_TIMEOUT_SECONDS = 2.0
+# Requests that legitimately stay open as long as the client wants (2026-07-28
+# subscriptions/listen): the upstream timeout does not cut them.
+LONG_LIVED_METHODS = frozenset({"subscriptions/listen"})
+
+
+@dataclass
+class _InFlight:
+    """A client request waiting for its answer."""
+
+    scope: anyio.CancelScope
+    modern: bool
+    cancelled: bool = False
+
+
+@dataclass
+class _Delivery:
+    """What happened to one message: whether its request was answered."""
+
+    message: Message
+    answered: bool = False
+    initialize_result: dict[str, object] | None = field(default=None)
+
+
+class Bridge:
+    """Carries one client's MCP session to the upstream until stdin ends."""
+
+    def __init__(
+        self,
+        channel: ClientChannel,
+        upstream: UpstreamTransport,
+        tokens: TokenManager,
+        config: UpstreamConfig,
+        *,
+        policy: RetryOn401 | None = None,
+        backoff: Backoff | None = None,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self._channel = channel
+        self._upstream = upstream
+        self._tokens = tokens
+        self._config = config
+        self._policy = policy or RetryOn401()
+        self._backoff = backoff or Backoff()
+        self._draw = draw
+        self._state = WireState(configured_version=config.protocol_version)
+        self._barrier = _set_event()
+        self._inflight: dict[JsonId, _InFlight] = {}
+        self._idle = _set_event()
+        self._stream_started = False
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._reading = anyio.CancelScope()
+        self._gone = False
+
+    async def run(self) -> None:
+        """Serve until the client's input ends, `stop()` is called or the client stops
+        reading; then give in-flight requests a grace period and end the session."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            with self._reading:
+                try:
+                    await self._read_client()
+                except ClientGone:
+                    self._client_gone()
+            await self._drain()
+            tasks.cancel_scope.cancel()
+        await self._end_session()
+
+    def stop(self) -> None:
+        """Stop reading the client (SIGINT, SIGTERM) and shut down as on end of input."""
+        self._reading.cancel()
+
+    def _client_gone(self) -> None:
+        if not self._gone:
+            self._gone = True
+            log.info("the MCP client stopped reading stdout; shutting down")
+        self._reading.cancel()
+
+    async def _read_client(self) -> None:
+        async for line in self._channel.lines():
+            if isinstance(line, Oversized):
+                log.warning("refused an oversized line from the client")
+                await self._send(
+                    error_line(
+                        None,
+                        INVALID_REQUEST,
+                        "Invalid Request: the message is larger than this proxy accepts",
+                    )
+                )
+                continue
+            parsed = parse_client_line(line)
+            if isinstance(parsed, Invalid):
+                log.warning(
+                    "answered an invalid line from the client", extra={"reason": parsed.reason}
+                )
+                await self._send(parsed.reply)
+                continue
+            self._dispatch(parsed)
+        log.debug("the client's input ended")
+
+    def _dispatch(self, message: Message) -> None:
+        """Start the message's task now; only the barrier it must wait for is decided here,
+        in reading order."""
+        assert self._tasks is not None
+        if message.method == CANCELLED and self._cancel(message):
+            return
+        gate = self._barrier
+        done: anyio.Event | None = None
+        if message.method in (INITIALIZE, INITIALIZED) and modern_version(message) is None:
+            done = anyio.Event()
+            self._barrier = done
+        scope = anyio.CancelScope()
+        if message.kind is Kind.REQUEST:
+            self._inflight[message.id] = _InFlight(scope, modern_version(message) is not None)
+            self._idle = anyio.Event()
+        self._tasks.start_soon(self._handle, message, gate, done, scope)
+
+    def _cancel(self, message: Message) -> bool:
+        """Handle the client's notifications/cancelled; True when nothing is left to post.
+
+        The cancelled request's answer is not written (the client no longer expects it). On
+        the 2026-07-28 wire closing its response stream is the cancellation, so nothing is
+        posted; on the 2025 wire the notification goes to the server.
+        """
+        request_id = message.params.get("requestId")
+        pending = self._inflight.get(request_id) if _hashable(request_id) else None
+        if pending is None:
+            return False
+        pending.cancelled = True
+        pending.scope.cancel()
+        return pending.modern
+
+    async def _handle(
+        self,
+        message: Message,
+        gate: anyio.Event,
+        done: anyio.Event | None,
+        scope: anyio.CancelScope,
+    ) -> None:
+        try:
+            with scope:
+                await gate.wait()
+                await self._deliver_or_explain(message)
+        except ClientGone:
+            self._client_gone()
+        except Exception:
+            # A bug of ours must not leave the client waiting for an answer forever.
+            log.exception("unexpected failure while forwarding a message")
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._fail(
+                        message,
+                        INTERNAL_ERROR,
+                        "internal error in the proxy; see its log on stderr",
+                    )
+                except ClientGone:
+                    self._client_gone()
+        finally:
+            if done is not None:
+                done.set()
+            if message.kind is Kind.REQUEST:
+                self._inflight.pop(message.id, None)
+                if not self._inflight:
+                    self._idle.set()
+
+    async def _deliver_or_explain(self, message: Message) -> None:
+        limit = self._config.timeout_ms / 1000
+        if message.method in LONG_LIVED_METHODS:
+            limit = math.inf
+        try:
+            with anyio.fail_after(limit):
+                delivery = await self._deliver(message)
+        except TimeoutError:
+            await self._fail(
+                message,
+                UPSTREAM_TRANSPORT_ERROR,
+                f"upstream timed out after {self._config.timeout_ms} ms; raise "
+                "upstream.timeoutMs / UPSTREAM_TIMEOUT_MS if the server needs longer",
+            )
+            return
+        except UpstreamError as error:
+            await self._fail(message, UPSTREAM_TRANSPORT_ERROR, str(error))
+            return
+        except OAuthError as error:
+            await self._fail(
+                message,
+                UPSTREAM_TRANSPORT_ERROR,
+                f"could not obtain an access token for the upstream: {error}",
+            )
+            return
+        except EventTooLarge as error:
+            await self._fail(message, UPSTREAM_TRANSPORT_ERROR, str(error))
+            return
+        if message.kind is Kind.REQUEST and not delivery.answered:
+            await self._fail(
+                message,
+                UPSTREAM_TRANSPORT_ERROR,
+                "the upstream ended its answer without a response to this request",
+            )
+        if delivery.initialize_result is not None:
+            self._on_initialized_session()
+        if message.method == INITIALIZED and modern_version(message) is None:
+            self._start_server_stream()
+
+    async def _deliver(self, message: Message) -> _Delivery:
+        delivery = _Delivery(message)
+        renewals = 0
+        while True:
+            token = await self._tokens.token()
+            headers = {**self._state.post_headers(message), "Authorization": token.authorization}
+            async with self._upstream.exchange("POST", headers, message.raw) as reply:
+                step = self._policy.decide(reply.status, renewals)
+                if step is Next.RENEW_AND_RESEND:
+                    log.info(
+                        "the upstream rejected the access token; renewing it and resending",
+                        extra={"method": message.method},
+                    )
+                    self._tokens.invalidate(token)
+                    renewals += 1
+                    continue
+                if step is Next.GIVE_UP:
+                    await self._fail(
+                        message, UPSTREAM_HTTP_ERROR, PERSISTENT_401_ADVICE, {"status": 401}
+                    )
+                    delivery.answered = True
+                    return delivery
+                if message.method == INITIALIZE:
+                    session_id = reply.headers.get("mcp-session-id")
+                    await self._relay(delivery, reply)
+                    if delivery.initialize_result is not None:
+                        self._state.learn(delivery.initialize_result, session_id)
+                    return delivery
+                await self._relay(delivery, reply)
+                return delivery
+
+    async def _relay(self, delivery: _Delivery, reply: UpstreamReply) -> None:
+        message = delivery.message
+        if reply.status >= 400:
+            await self._relay_error(delivery, reply)
+            return
+        content_type = reply.headers.get("content-type", "").split(";")[0].strip().lower()
+        if reply.status in (202, 204) or (message.kind is not Kind.REQUEST and not content_type):
+            return
+        if content_type == EVENT_STREAM:
+            await self._relay_events(delivery, reply)
+        elif content_type == "application/json":
+            body = await reply.read(DEFAULT_MAX_EVENT_BYTES + 1)
+            if len(body) > DEFAULT_MAX_EVENT_BYTES:
+                raise EventTooLarge(DEFAULT_MAX_EVENT_BYTES)
+            await self._forward_body(delivery, body)
+        elif message.kind is Kind.REQUEST:
+            await self._fail(
+                message,
+                UPSTREAM_HTTP_ERROR,
+                f"upstream answered HTTP {reply.status} with content type "
+                f"{content_type or 'none'}, not JSON or an event stream",
+                {"status": reply.status},
+            )
+            delivery.answered = True
+
+    async def _relay_events(self, delivery: _Delivery, reply: UpstreamReply) -> None:
+        decoder = SseDecoder()
+        async for chunk in reply.chunks():
+            for event in decoder.feed(chunk):
+                if event.data.strip():
+                    await self._forward_body(delivery, event.data)
+            if delivery.answered:
+                return
+
+    async def _forward_body(self, delivery: _Delivery, body: bytes) -> None:
+        try:
+            messages = parse_upstream_body(body)
+        except ValueError:
+            log.warning(
+                "dropped upstream data that is not JSON-RPC",
+                extra={"data": body[:SHOWN_BODY_CHARS].decode("utf-8", "replace")},
+            )
+            return
+        for message in messages:
+            if (
+                message.kind is Kind.RESPONSE
+                and message.id == delivery.message.id
+                and delivery.message.kind is Kind.REQUEST
+            ):
+                delivery.answered = True
+                if delivery.message.method == INITIALIZE:
+                    result = message.document.get("result")
+                    if isinstance(result, dict):
+                        delivery.initialize_result = result
+            await self._send(message.raw)
+
+    async def _relay_error(self, delivery: _Delivery, reply: UpstreamReply) -> None:
+        message = delivery.message
+        body = await reply.read(ERROR_BODY_BYTES)
+        if message.kind is not Kind.REQUEST:
+            log.warning(
+                "the upstream refused a client message",
+                extra={"method": message.method, "status": reply.status, "body": _shown(body)},
+            )
+            return
+        try:
+            answers = [
+                m
+                for m in parse_upstream_body(body)
+                if m.kind is Kind.RESPONSE and m.id == message.id
+            ]
+        except ValueError:
+            answers = []
+        if answers:
+            # The server answered in JSON-RPC terms: its own error is the best explanation.
+            delivery.answered = True
+            await self._send(answers[0].raw)
+            return
+        await self._fail(
+            message,
+            UPSTREAM_HTTP_ERROR,
+            f"upstream answered HTTP {reply.status}: {_shown(body)}",
+            {"status": reply.status, "body": _shown(body)},
+        )
+        delivery.answered = True
+
+    async def _fail(
+        self, message: Message, code: int, text: str, data: dict[str, object] | None = None
+    ) -> None:
+        """Answer a failed request with an error; log a failed notification or response."""
+        if message.kind is not Kind.REQUEST:
+            log.warning(
+                "could not deliver a client message",
+                extra={"method": message.method or "(response)", "reason": text},
+            )
+            return
+        pending = self._inflight.get(message.id)
+        if pending is not None and pending.cancelled:
+            return
+        log.warning(
+            "answering a request with an error",
+            extra={"method": message.method, "code": code, "reason": text},
+        )
+        await self._send(error_line(message.id, code, text, data))
+
+    async def _send(self, line: bytes) -> None:
+        log.log(TRACE, "to client", extra={"bytes": len(line)})
+        await self._channel.send(line)
+
+    def _on_initialized_session(self) -> None:
+        log.info(
+            "upstream session started",
+            extra={
+                "protocol_version": self._state.negotiated_version or "unknown",
+                "session": "yes" if self._state.session_id else "no",
+            },
+        )
+
+    def _start_server_stream(self) -> None:
+        if self._stream_started or not self._config.open_server_stream or self._tasks is None:
+            return
+        self._stream_started = True
+        self._tasks.start_soon(self._server_stream)
+
+    async def _server_stream(self) -> None:
+        """Hold the GET stream for server-initiated messages; reconnect with backoff."""
+        decoder = SseDecoder()
+        attempt = 0
+        renewed = False
+        while not self._backoff.exhausted(attempt):
+            token = await self._tokens.token()
+            headers = {
+                **self._state.stream_headers(decoder.last_event_id),
+                "Authorization": token.authorization,
+            }
+            try:
+                async with self._upstream.exchange("GET", headers) as reply:
+                    if reply.status in (404, 405):
+                        log.info(
+                            "the upstream offers no server stream; server-initiated "
+                            "messages will only arrive with responses",
+                            extra={"status": reply.status},
+                        )
+                        return
+                    if reply.status == 401 and not renewed:
+                        self._tokens.invalidate(token)
+                        renewed = True
+                        continue
+                    content_type = reply.headers.get("content-type", "").split(";")[0].strip()
+                    if reply.status == 200 and content_type == EVENT_STREAM:
+                        attempt, renewed = 0, False
+                        log.debug("server stream open")
+                        await self._relay_stream(decoder, reply)
+                        log.debug("server stream ended")
+                    else:
+                        log.warning(
+                            "the server stream was refused",
+                            extra={"status": reply.status, "body": _shown(await reply.read(512))},
+                        )
+            except (UpstreamError, OAuthError, EventTooLarge) as error:
+                log.warning("server stream failed", extra={"reason": str(error)})
+            except ClientGone:
+                self._client_gone()
+                return
+            delay = self._backoff.delay(attempt, self._draw())
+            if decoder.retry_ms is not None:
+                delay = max(delay, decoder.retry_ms / 1000)
+            attempt += 1
+            await anyio.sleep(delay)
+        log.warning(
+            "gave up on the server stream after repeated failures; server-initiated "
+            "messages will only arrive with responses",
+            extra={"setting": "upstream.openServerStream / UPSTREAM_OPEN_SERVER_STREAM"},
+        )
+
+    async def _relay_stream(self, decoder: SseDecoder, reply: UpstreamReply) -> None:
+        async for chunk in reply.chunks():
+            for event in decoder.feed(chunk):
+                if not event.data.strip():
+                    continue
+                try:
+                    messages = parse_upstream_body(event.data)
+                except ValueError:
+                    log.warning("dropped server-stream data that is not JSON-RPC")
+                    continue
+                for message in messages:
+                    await self._send(message.raw)
+
+    async def _drain(self) -> None:
+        """Give in-flight requests a short grace to finish, then answer the rest."""
+        with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS):
+            await self._idle.wait()
+        for request_id, pending in list(self._inflight.items()):
+            answered_now = not pending.cancelled and not self._gone
+            pending.cancelled = True
+            pending.scope.cancel()
+            if answered_now:
+                try:
+                    await self._channel.send(
+                        error_line(
+                            request_id,
+                            UPSTREAM_TRANSPORT_ERROR,
+                            "the proxy is shutting down (its input ended) before the upstream "
+                            "answered",
+                        )
+                    )
+                except ClientGone:
+                    break
+
+    async def _end_session(self) -> None:
+        """DELETE the session (2025 wire), so the server can free it at once."""
+        if self._state.session_id is None:
+            return
+        with anyio.move_on_after(DELETE_TIMEOUT_SECONDS, shield=True):
+            try:
+                token = await self._tokens.token()
+                headers = {**self._state.stream_headers(None), "Authorization": token.authorization}
+                del headers["Accept"]
+                async with self._upstream.exchange("DELETE", headers) as reply:
+                    log.debug("session deleted", extra={"status": reply.status})
+            except (UpstreamError, OAuthError) as error:
+                log.debug("could not delete the session", extra={"reason": str(error)})
+
+
+def _set_event() -> anyio.Event:
+    event = anyio.Event()
+    event.set()
+    return event
+
+
+def _hashable(value: object) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def _shown(body: bytes) -> str:
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return text if len(text) <= SHOWN_BODY_CHARS else text[:SHOWN_BODY_CHARS] + "…"
