@@ -15,6 +15,7 @@ from .domain.config import (
 )
 from .domain.config_merge import LoadedConfig
 from .domain.errors import (
+    ClientGone,
     ConfigError,
     ConfigProblem,
     IdpUnreachableError,
@@ -22,11 +23,13 @@ from .domain.errors import (
     OAuthError,
     ProxyError,
     TokenEndpointError,
+    UpstreamError,
 )
 from .domain.token_lifecycle import AccessToken
 
 __all__ = [
     "AccessToken",
+    "ClientGone",
     "ConfigError",
     "ConfigProblem",
     "DiscoveryConfig",
@@ -42,5 +45,6 @@ __all__ = [
     "SecurityConfig",
     "TokenEndpointError",
     "UpstreamConfig",
+    "UpstreamError",
     "__version__",
 ]

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from mcp_oauth2_proxy.domain.token_exchange import TokenReply, TokenRequest
 
@@ -64,3 +69,113 @@ class FakeTokenEndpoint:
             raise AssertionError(f"unexpected token request: {request!r}")
         reply = self.replies.pop(0)
         return reply(request) if callable(reply) else reply
+
+
+@dataclass
+class FakeReply:
+    """A scripted upstream response: status, headers, and body chunks (or an error)."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: list[bytes] = field(default_factory=list)
+    fail_after_chunks: Exception | None = None
+    hold: anyio.Event | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for chunk in self.body:
+            yield chunk
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.fail_after_chunks is not None:
+            raise self.fail_after_chunks
+
+    async def read(self, limit: int) -> bytes:
+        data = b""
+        async for chunk in self.chunks():
+            data += chunk
+        return data[:limit]
+
+
+def json_response(document: object, status: int = 200, **headers: str) -> FakeReply:
+    return FakeReply(
+        status, {"content-type": "application/json", **headers}, [json.dumps(document).encode()]
+    )
+
+
+def sse_response(*documents: object, **headers: str) -> FakeReply:
+    events = [f"event: message\ndata: {json.dumps(d)}\n\n".encode() for d in documents]
+    return FakeReply(200, {"content-type": "text/event-stream", **headers}, events)
+
+
+@dataclass
+class Exchange:
+    method: str
+    headers: dict[str, str]
+    body: bytes | None
+
+    @property
+    def document(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+Handler = Callable[[Exchange], Awaitable[FakeReply]]
+
+
+class FakeUpstream:
+    """Answers each exchange with `handler`; records every exchange it was asked for."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.exchanges: list[Exchange] = []
+        self.changed = anyio.Event()
+
+    def posts(self, method: str | None = None) -> list[Exchange]:
+        return [
+            e
+            for e in self.exchanges
+            if e.method == "POST" and (method is None or e.document.get("method") == method)
+        ]
+
+    @asynccontextmanager
+    async def exchange(
+        self,
+        method: Literal["POST", "GET", "DELETE"],
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+    ) -> AsyncIterator[FakeReply]:
+        exchange = Exchange(method, dict(headers), body)
+        self.exchanges.append(exchange)
+        self.changed.set()
+        self.changed = anyio.Event()
+        yield await self.handler(exchange)
+
+
+class MemoryByteReceive(anyio.abc.ByteReceiveStream):
+    """The proxy's stdin in a test: bytes the test sends."""
+
+    def __init__(self, inner: MemoryObjectReceiveStream[bytes]) -> None:
+        self._inner = inner
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        try:
+            return await self._inner.receive()
+        except anyio.EndOfStream:
+            raise
+        except anyio.ClosedResourceError:
+            raise anyio.EndOfStream from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class MemoryByteSend(anyio.abc.ByteSendStream):
+    """The proxy's stdout in a test: every write arrives as one item."""
+
+    def __init__(self, inner: MemoryObjectSendStream[bytes]) -> None:
+        self._inner = inner
+
+    async def send(self, item: bytes) -> None:
+        await self._inner.send(item)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

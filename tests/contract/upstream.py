@@ -6,6 +6,7 @@ Tokens come from the local IdP; the test can revoke one to provoke a 401.
 
 from __future__ import annotations
 
+import json
 import socket
 import warnings
 from collections.abc import AsyncIterator
@@ -19,16 +20,72 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPDeprecationWarning
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .local_idp import LocalIdp
+
+
+@dataclass
+class Seen:
+    """One HTTP request as the upstream received it."""
+
+    method: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def rpc_method(self) -> str | None:
+        try:
+            document = json.loads(self.body)
+        except ValueError:
+            return None
+        return document.get("method") if isinstance(document, dict) else None
 
 
 @dataclass
 class Upstream:
     url: str
     idp: LocalIdp
-    seen_headers: list[dict[str, str]] = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)
     release: anyio.Event = field(default_factory=anyio.Event)
+    slow_cancelled: anyio.Event = field(default_factory=anyio.Event)
+    stream_opened: anyio.Event = field(default_factory=anyio.Event)
+
+    def posts(self, rpc_method: str | None = None) -> list[Seen]:
+        return [
+            s
+            for s in self.seen
+            if s.method == "POST" and (rpc_method is None or s.rpc_method == rpc_method)
+        ]
+
+
+class Recorder:
+    """ASGI middleware that records each request's method, headers and body."""
+
+    def __init__(self, app: ASGIApp, upstream: Upstream) -> None:
+        self._app = app
+        self._upstream = upstream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        seen = Seen(
+            scope["method"],
+            {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+            b"",
+        )
+        self._upstream.seen.append(seen)
+        if seen.method == "GET":
+            self._upstream.stream_opened.set()
+
+        async def recording_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen.body += message.get("body", b"")
+            return message
+
+        await self._app(scope, recording_receive, send)
 
 
 class IdpTokenVerifier:
@@ -41,13 +98,6 @@ class IdpTokenVerifier:
         if token in self._idp.issued and token not in self._idp.revoked:
             return AccessToken(token=token, client_id=self._idp.client_id, scopes=["mcp"])
         return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def build_server(idp: LocalIdp, port: int, upstream: Upstream) -> MCPServer:
@@ -78,8 +128,12 @@ def build_server(idp: LocalIdp, port: int, upstream: Upstream) -> MCPServer:
     @server.tool()
     async def slow(seconds: float) -> str:
         """Answer after `seconds`, or as soon as the test releases it."""
-        with anyio.move_on_after(seconds):
-            await upstream.release.wait()
+        try:
+            with anyio.move_on_after(seconds):
+                await upstream.release.wait()
+        except anyio.get_cancelled_exc_class():
+            upstream.slow_cancelled.set()
+            raise
         return "slow done"
 
     @server.tool()
@@ -95,18 +149,21 @@ def build_server(idp: LocalIdp, port: int, upstream: Upstream) -> MCPServer:
 
 @asynccontextmanager
 async def running_upstream(idp: LocalIdp, **app_options: Any) -> AsyncIterator[Upstream]:
-    port = _free_port()
+    # A socket that listens before uvicorn starts: connections wait in its backlog, so
+    # there is nothing to poll for and no port to race for.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
     upstream = Upstream(f"http://127.0.0.1:{port}/mcp", idp)
-    app = build_server(idp, port, upstream).streamable_http_app(**app_options)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    app = Recorder(build_server(idp, port, upstream).streamable_http_app(**app_options), upstream)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(server.serve)
-        with anyio.fail_after(20):
-            while not server.started:
-                await anyio.sleep(0.01)
+        tasks.start_soon(lambda: server.serve(sockets=[sock]))
         try:
             yield upstream
         finally:
             upstream.release.set()
             server.should_exit = True
+    sock.close()

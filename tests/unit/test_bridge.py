@@ -1,0 +1,541 @@
+"""The bridge, driven in-process through `Proxy.serve()` with a fake upstream and a fake IdP:
+routing, sessions, headers, errors for every failure, concurrency, cancellation, shutdown."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+from dependency_injector import providers
+from pydantic import SecretStr
+
+from mcp_oauth2_proxy import OAuth2Config, Proxy, ProxyConfig, UpstreamConfig, UpstreamError
+from mcp_oauth2_proxy.adapters.stdio import StdioChannel
+from mcp_oauth2_proxy.domain.jsonrpc import JsonId
+from mcp_oauth2_proxy.domain.wire import PROTOCOL_VERSION_META
+
+from ..fakes import (
+    Exchange,
+    FakeReply,
+    FakeTokenEndpoint,
+    FakeUpstream,
+    Handler,
+    MemoryByteReceive,
+    MemoryByteSend,
+    json_reply,
+    json_response,
+    sse_response,
+    token_reply,
+)
+
+pytestmark = pytest.mark.anyio
+
+SESSION = "session-abc"
+CONFIG = ProxyConfig(
+    upstream=UpstreamConfig(url="https://mcp.example/mcp", timeout_ms=5000),
+    oauth2=OAuth2Config(
+        grant="client_credentials",
+        client_id="app",
+        client_secret=SecretStr("client-secret"),
+        token_url="https://idp.example/token",
+    ),
+)
+
+
+def request(request_id: JsonId, method: str, **params: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+
+
+def notification(method: str, **params: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": method, "params": params}
+
+
+def result(request_id: JsonId, value: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "result": value}
+
+
+def initialize(request_id: JsonId = 0) -> dict[str, Any]:
+    return request(
+        request_id,
+        "initialize",
+        protocolVersion="2025-11-25",
+        capabilities={},
+        clientInfo={"name": "test", "version": "1"},
+    )
+
+
+class Server:
+    """A scripted 2025-wire MCP server; tests replace the answer for a method."""
+
+    def __init__(self, **answers: Handler) -> None:
+        self.answers = answers
+        self.get = FakeReply(405)
+
+    async def __call__(self, exchange: Exchange) -> FakeReply:
+        if exchange.method == "GET":
+            return self.get
+        if exchange.method == "DELETE":
+            return FakeReply(200)
+        document = exchange.document
+        method = document.get("method")
+        if method in self.answers:
+            return await self.answers[method](exchange)
+        if method == "initialize":
+            return json_response(
+                result(document["id"], {"protocolVersion": "2025-06-18", "capabilities": {}}),
+                **{"mcp-session-id": SESSION},
+            )
+        if "id" not in document or "method" not in document:
+            return FakeReply(202)
+        return json_response(result(document["id"], {"echo": document.get("params")}))
+
+
+@dataclass
+class Session:
+    upstream: FakeUpstream
+    endpoint: FakeTokenEndpoint
+    stdin: anyio.abc.ObjectSendStream[bytes]
+    stdout: anyio.abc.ObjectReceiveStream[bytes]
+    proxy: Proxy
+
+    async def send(self, document: object) -> None:
+        await self.stdin.send(json.dumps(document).encode() + b"\n")
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.stdin.send(data)
+
+    async def receive(self) -> Any:
+        line = await self.stdout.receive()
+        assert line.endswith(b"\n")
+        assert b"\n" not in line[:-1]
+        return json.loads(line)
+
+    async def call(self, document: dict[str, Any]) -> Any:
+        await self.send(document)
+        return await self.receive()
+
+    async def start(self) -> None:
+        """The 2025 handshake, as a client does it."""
+        assert (await self.call(initialize()))["result"]["protocolVersion"] == "2025-06-18"
+        await self.send(notification("notifications/initialized"))
+
+
+@asynccontextmanager
+async def serving(
+    handler: Handler,
+    *,
+    config: ProxyConfig = CONFIG,
+    tokens: int = 3,
+    max_line_bytes: int | None = None,
+) -> AsyncIterator[Session]:
+    upstream = FakeUpstream(handler)
+    endpoint = FakeTokenEndpoint(*[token_reply(f"token-{n + 1}") for n in range(tokens)])
+    stdin_send, stdin_receive = anyio.create_memory_object_stream[bytes](100)
+    stdout_send, stdout_receive = anyio.create_memory_object_stream[bytes](100)
+    proxy = Proxy(config, token_endpoint=endpoint, upstream=upstream)
+    if max_line_bytes is not None:
+        proxy.container.client_channel.override(
+            providers.Factory(StdioChannel, max_line_bytes=max_line_bytes)
+        )
+    with anyio.fail_after(15):
+        async with (
+            stdin_send,
+            stdin_receive,
+            stdout_send,
+            stdout_receive,
+            proxy,
+            anyio.create_task_group() as tasks,
+        ):
+            tasks.start_soon(
+                proxy.serve, MemoryByteReceive(stdin_receive), MemoryByteSend(stdout_send)
+            )
+            yield Session(upstream, endpoint, stdin_send, stdout_receive, proxy)
+            await stdin_send.aclose()
+
+
+async def wait_for_exchanges(upstream: FakeUpstream, count: int) -> None:
+    while len(upstream.exchanges) < count:
+        await upstream.changed.wait()
+
+
+async def test_request_and_response_carry_the_bytes_through() -> None:
+    async with serving(Server()) as session:
+        answer = await session.call(request(1, "tools/list"))
+    assert answer == result(1, {"echo": {}})
+    (post,) = session.upstream.posts()
+    assert post.body == json.dumps(request(1, "tools/list")).encode()
+    assert post.headers["Authorization"] == "Bearer token-1"
+    assert post.headers["Accept"] == "application/json, text/event-stream"
+    assert post.headers["Content-Type"] == "application/json"
+
+
+async def test_session_id_and_negotiated_version_are_sent_after_initialize() -> None:
+    async with serving(Server()) as session:
+        await session.start()
+        await session.call(request(1, "tools/list"))
+    init, initialized, listed = session.upstream.posts()
+    assert "Mcp-Session-Id" not in init.headers
+    assert "MCP-Protocol-Version" not in init.headers
+    for later in (initialized, listed):
+        assert later.headers["Mcp-Session-Id"] == SESSION
+        assert later.headers["MCP-Protocol-Version"] == "2025-06-18"
+
+
+async def test_a_configured_protocol_version_wins() -> None:
+    config = CONFIG.model_copy(
+        update={"upstream": CONFIG.upstream.model_copy(update={"protocol_version": "2025-03-26"})}
+    )
+    async with serving(Server(), config=config) as session:
+        await session.start()
+        await session.call(request(1, "ping"))
+    assert session.upstream.posts("ping")[0].headers["MCP-Protocol-Version"] == "2025-03-26"
+
+
+async def test_messages_read_during_the_handshake_wait_for_the_session() -> None:
+    release = anyio.Event()
+
+    async def slow_initialize(exchange: Exchange) -> FakeReply:
+        await release.wait()
+        return json_response(
+            result(0, {"protocolVersion": "2025-06-18"}), **{"mcp-session-id": SESSION}
+        )
+
+    async with serving(Server(initialize=slow_initialize)) as session:
+        await session.send(initialize())
+        await session.send(notification("notifications/initialized"))
+        await session.send(request(1, "tools/list"))
+        await wait_for_exchanges(session.upstream, 1)
+        await anyio.wait_all_tasks_blocked()
+        assert len(session.upstream.exchanges) == 1
+        release.set()
+        assert (await session.receive())["id"] == 0
+        assert (await session.receive())["id"] == 1
+    initialized, listed = session.upstream.posts()[1:]
+    assert initialized.headers["Mcp-Session-Id"] == SESSION
+    assert listed.headers["Mcp-Session-Id"] == SESSION
+
+
+async def test_modern_requests_carry_their_version_and_never_wait() -> None:
+    meta = {PROTOCOL_VERSION_META: "2026-07-28"}
+    async with serving(Server()) as session:
+        await session.call(request(1, "tools/call", name="échec", arguments={}, _meta=meta))
+    (post,) = session.upstream.posts()
+    assert post.headers["MCP-Protocol-Version"] == "2026-07-28"
+    assert post.headers["Mcp-Method"] == "tools/call"
+    assert post.headers["Mcp-Name"] == "=?base64?w6ljaGVj?="
+
+
+async def test_sse_answers_come_out_as_lines_in_order() -> None:
+    async def streamed(exchange: Exchange) -> FakeReply:
+        progress = notification("notifications/progress", progressToken=1, progress=1)
+        return sse_response(progress, result(1, {"done": True}))
+
+    async with serving(Server(**{"tools/call": streamed})) as session:
+        await session.send(request(1, "tools/call", name="x"))
+        assert (await session.receive())["method"] == "notifications/progress"
+        assert (await session.receive()) == result(1, {"done": True})
+
+
+async def test_pretty_json_and_arrays_become_one_line_per_message() -> None:
+    async def pretty(exchange: Exchange) -> FakeReply:
+        body = json.dumps([notification("notifications/message", data="é"), result(1, 2)], indent=2)
+        return FakeReply(200, {"content-type": "application/json"}, [body.encode()])
+
+    async with serving(Server(**{"tools/call": pretty})) as session:
+        await session.send(request(1, "tools/call", name="x"))
+        assert (await session.receive())["params"]["data"] == "é"
+        assert (await session.receive()) == result(1, 2)
+
+
+async def test_notifications_and_responses_are_posted_and_answer_nothing() -> None:
+    async with serving(Server()) as session:
+        await session.send(notification("notifications/progress", progressToken="a"))
+        await session.send(result("server-1", {"roots": []}))
+        await session.send(request(2, "ping"))
+        assert (await session.receive())["id"] == 2
+    assert len(session.upstream.posts()) == 3
+
+
+async def test_invalid_lines_get_errors_and_the_proxy_carries_on() -> None:
+    async with serving(Server(), max_line_bytes=200) as session:
+        await session.send_raw(b"{not json\n")
+        assert (await session.receive())["error"]["code"] == -32700
+        await session.send_raw(b'{"jsonrpc": "2.0", "id": 7}\n')
+        invalid = await session.receive()
+        assert (invalid["id"], invalid["error"]["code"]) == (7, -32600)
+        await session.send_raw(b'[{"jsonrpc": "2.0", "id": 8, "method": "ping"}]\n')
+        assert (await session.receive())["error"]["code"] == -32600
+        await session.send_raw(
+            b'{"jsonrpc":"2.0","id":9,"method":"x","params":"' + b"a" * 300 + b'"}\n'
+        )
+        oversized = await session.receive()
+        assert (oversized["id"], oversized["error"]["code"]) == (None, -32600)
+        await session.send_raw(b'{"jsonrpc":"2.0","id":10,"method":"ping"}\r\n')
+        assert (await session.receive())["id"] == 10
+
+
+async def test_a_401_renews_the_token_and_resends_once() -> None:
+    async def rejecting_first(exchange: Exchange) -> FakeReply:
+        if exchange.headers["Authorization"] == "Bearer token-1":
+            return FakeReply(401, {"www-authenticate": 'Bearer error="invalid_token"'})
+        return json_response(result(1, "ok"))
+
+    async with serving(Server(**{"tools/call": rejecting_first})) as session:
+        assert (await session.call(request(1, "tools/call", name="x")))["result"] == "ok"
+    assert [p.headers["Authorization"] for p in session.upstream.posts()] == [
+        "Bearer token-1",
+        "Bearer token-2",
+    ]
+
+
+async def test_a_persistent_401_is_explained() -> None:
+    async def always_401(exchange: Exchange) -> FakeReply:
+        return FakeReply(401)
+
+    async with serving(Server(**{"tools/call": always_401})) as session:
+        answer = await session.call(request(1, "tools/call", name="x"))
+    assert answer["error"]["code"] == -32001
+    assert "OAUTH2_SCOPE" in answer["error"]["message"]
+    assert len(session.upstream.posts()) == 2
+
+
+async def test_an_http_error_names_the_status_and_a_truncated_body() -> None:
+    async def broken(exchange: Exchange) -> FakeReply:
+        return FakeReply(503, {"content-type": "text/html"}, [b"<h1>Service Unavailable</h1>" * 50])
+
+    async with serving(Server(**{"tools/call": broken})) as session:
+        answer = await session.call(request("a", "tools/call", name="x"))
+    error = answer["error"]
+    assert (answer["id"], error["code"], error["data"]["status"]) == ("a", -32001, 503)
+    assert "HTTP 503" in error["message"]
+    assert len(error["data"]["body"]) < 400
+
+
+async def test_the_servers_own_json_rpc_error_is_forwarded() -> None:
+    own_error = {"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "bad args"}}
+
+    async def refusing(exchange: Exchange) -> FakeReply:
+        return json_response(own_error, status=400)
+
+    async with serving(Server(**{"tools/call": refusing})) as session:
+        assert (await session.call(request(1, "tools/call", name="x"))) == own_error
+
+
+@pytest.mark.parametrize(
+    ("reply", "fragment"),
+    [
+        (FakeReply(202), "without a response"),
+        (FakeReply(200, {"content-type": "application/json"}, [b"garbage"]), "without a response"),
+        (FakeReply(200, {"content-type": "text/plain"}, [b"hi"]), "content type text/plain"),
+        (
+            FakeReply(200, {"content-type": "text/event-stream"}, [b"data: {}\n\n"]),
+            "without a response",
+        ),
+        (
+            FakeReply(
+                200,
+                {"content-type": "text/event-stream"},
+                [b": hello\n"],
+                fail_after_chunks=UpstreamError("the upstream connection broke mid-response"),
+            ),
+            "broke mid-response",
+        ),
+    ],
+)
+async def test_every_broken_answer_still_answers_the_request(
+    reply: FakeReply, fragment: str
+) -> None:
+    async def broken(exchange: Exchange) -> FakeReply:
+        return reply
+
+    async with serving(Server(**{"tools/call": broken})) as session:
+        answer = await session.call(request(5, "tools/call", name="x"))
+        assert answer["id"] == 5
+        assert fragment in answer["error"]["message"]
+        assert (await session.call(request(6, "ping")))["id"] == 6
+
+
+async def test_an_unreachable_upstream_answers_requests_and_logs_notifications(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def refused(exchange: Exchange) -> FakeReply:
+        raise UpstreamError("could not reach the upstream: connection refused")
+
+    async with serving(refused) as session:
+        await session.send(notification("notifications/initialized"))
+        answer = await session.call(request(1, "ping"))
+    assert (answer["error"]["code"], answer["id"]) == (-32000, 1)
+    assert "connection refused" in answer["error"]["message"]
+    assert "could not deliver a client message" in caplog.text
+
+
+async def test_a_timeout_names_the_setting() -> None:
+    config = CONFIG.model_copy(
+        update={"upstream": CONFIG.upstream.model_copy(update={"timeout_ms": 50})}
+    )
+
+    async def never(exchange: Exchange) -> FakeReply:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    async with serving(Server(**{"tools/call": never}), config=config) as session:
+        answer = await session.call(request(1, "tools/call", name="x"))
+    assert answer["error"]["message"].startswith("upstream timed out after 50 ms")
+    assert "UPSTREAM_TIMEOUT_MS" in answer["error"]["message"]
+
+
+async def test_a_slow_call_never_blocks_the_others() -> None:
+    release = anyio.Event()
+
+    async def maybe_slow(exchange: Exchange) -> FakeReply:
+        if exchange.document["params"]["name"] == "slow":
+            await release.wait()
+        return json_response(result(exchange.document["id"], exchange.document["params"]["name"]))
+
+    async with serving(Server(**{"tools/call": maybe_slow})) as session:
+        await session.send(request("slow", "tools/call", name="slow"))
+        for n in range(20):
+            await session.send(request(n, "tools/call", name=f"quick-{n}"))
+        quick = {(await session.receive())["id"] for _ in range(20)}
+        assert quick == set(range(20))
+        release.set()
+        assert (await session.receive())["id"] == "slow"
+
+
+async def test_cancellation_on_the_2025_wire_is_posted_and_the_late_answer_dropped() -> None:
+    release = anyio.Event()
+
+    async def held(exchange: Exchange) -> FakeReply:
+        await release.wait()
+        return json_response(result(1, "late"))
+
+    async with serving(Server(**{"tools/call": held})) as session:
+        await session.send(request(1, "tools/call", name="x"))
+        await wait_for_exchanges(session.upstream, 1)
+        await session.send(notification("notifications/cancelled", requestId=1))
+        await wait_for_exchanges(session.upstream, 2)
+        release.set()
+        assert (await session.call(request(2, "ping")))["id"] == 2
+    assert session.upstream.posts("notifications/cancelled")
+
+
+async def test_cancellation_on_the_2026_wire_closes_the_stream_and_posts_nothing() -> None:
+    meta = {PROTOCOL_VERSION_META: "2026-07-28"}
+    closed = anyio.Event()
+
+    async def held(exchange: Exchange) -> FakeReply:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            closed.set()
+        raise AssertionError
+
+    async with serving(Server(**{"tools/call": held})) as session:
+        await session.send(request(1, "tools/call", name="x", _meta=meta))
+        await wait_for_exchanges(session.upstream, 1)
+        await session.send(notification("notifications/cancelled", requestId=1))
+        await closed.wait()
+        assert (await session.call(request(2, "ping", _meta=meta)))["id"] == 2
+    assert not session.upstream.posts("notifications/cancelled")
+
+
+async def test_end_of_input_finishes_in_flight_requests_and_deletes_the_session() -> None:
+    release = anyio.Event()
+
+    async def held(exchange: Exchange) -> FakeReply:
+        await release.wait()
+        return json_response(result(1, "finished"))
+
+    async with serving(Server(**{"tools/call": held})) as session:
+        await session.start()
+        await session.send(request(1, "tools/call", name="x"))
+        await wait_for_exchanges(session.upstream, 3)
+        await session.stdin.aclose()
+        release.set()
+        assert (await session.receive())["result"] == "finished"
+    delete = session.upstream.exchanges[-1]
+    assert (delete.method, delete.headers["Mcp-Session-Id"]) == ("DELETE", SESSION)
+
+
+async def test_requests_still_open_at_shutdown_get_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("mcp_oauth2_proxy.app.bridge.SHUTDOWN_GRACE_SECONDS", 0.05)
+
+    async def never(exchange: Exchange) -> FakeReply:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    async with serving(Server(**{"tools/call": never})) as session:
+        await session.send(request(1, "tools/call", name="x"))
+        await wait_for_exchanges(session.upstream, 1)
+        await session.stdin.aclose()
+        answer = await session.receive()
+    assert answer["id"] == 1
+    assert "shutting down" in answer["error"]["message"]
+
+
+async def test_the_server_stream_delivers_server_messages() -> None:
+    server = Server()
+    server.get = sse_response(notification("notifications/tools/list_changed"))
+    async with serving(server) as session:
+        await session.start()
+        assert (await session.receive())["method"] == "notifications/tools/list_changed"
+    get = next(e for e in session.upstream.exchanges if e.method == "GET")
+    assert get.headers["Accept"] == "text/event-stream"
+    assert get.headers["Mcp-Session-Id"] == SESSION
+
+
+async def test_a_405_disables_the_server_stream_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mcp_oauth2_proxy")
+    async with serving(Server()) as session:
+        await session.start()
+        await session.call(request(1, "ping"))
+    assert len([e for e in session.upstream.exchanges if e.method == "GET"]) == 1
+    assert "offers no server stream" in caplog.text
+
+
+async def test_stop_ends_serving_like_end_of_input() -> None:
+    async with serving(Server()) as session:
+        await session.call(request(1, "ping"))
+        session.proxy.stop()
+
+
+async def test_a_client_that_stops_reading_ends_the_proxy_quietly() -> None:
+    endpoint = FakeTokenEndpoint(token_reply("token-1"))
+    stdin_send, stdin_receive = anyio.create_memory_object_stream[bytes](10)
+    stdout_send, stdout_receive = anyio.create_memory_object_stream[bytes](10)
+    await stdout_receive.aclose()
+    proxy = Proxy(CONFIG, token_endpoint=endpoint, upstream=FakeUpstream(Server()))
+    with anyio.fail_after(10):
+        async with stdin_send, stdin_receive, stdout_send, proxy:
+            await stdin_send.send(json.dumps(request(1, "ping")).encode() + b"\n")
+            await proxy.serve(MemoryByteReceive(stdin_receive), MemoryByteSend(stdout_send))
+
+
+async def test_an_idp_failure_answers_the_request() -> None:
+    upstream = FakeUpstream(Server())
+    endpoint = FakeTokenEndpoint(json_reply(401, {"error": "invalid_client"}))
+    stdin_send, stdin_receive = anyio.create_memory_object_stream[bytes](10)
+    stdout_send, stdout_receive = anyio.create_memory_object_stream[bytes](10)
+    with anyio.fail_after(10):
+        async with (
+            stdin_send,
+            stdin_receive,
+            stdout_send,
+            stdout_receive,
+            Proxy(CONFIG, token_endpoint=endpoint, upstream=upstream) as proxy,
+        ):
+            await stdin_send.send(json.dumps(request(1, "ping")).encode() + b"\n")
+            await stdin_send.aclose()
+            await proxy.serve(MemoryByteReceive(stdin_receive), MemoryByteSend(stdout_send))
+            answer = json.loads(await stdout_receive.receive())
+    assert "could not obtain an access token" in answer["error"]["message"]
+    assert "invalid_client" in answer["error"]["message"]
+    assert not upstream.exchanges
