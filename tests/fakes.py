@@ -96,9 +96,13 @@ class FakeReply:
         return data[:limit]
 
 
-def json_response(document: object, status: int = 200, **headers: str) -> FakeReply:
+def json_response(
+    document: object, status: int = 200, headers: dict[str, str] | None = None
+) -> FakeReply:
     return FakeReply(
-        status, {"content-type": "application/json", **headers}, [json.dumps(document).encode()]
+        status,
+        {"content-type": "application/json", **(headers or {})},
+        [json.dumps(document).encode()],
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 
-from ..domain.config import shown_url
 from ..domain.errors import IdpUnreachableError
 from ..domain.token_exchange import FORM_CONTENT_TYPE, TokenReply, TokenRequest
 
@@ -44,14 +43,13 @@ class HttpTokenEndpoint:
                     body=bytes(body[:MAX_REPLY_BYTES]),
                 )
         except httpx.TimeoutException:
-            url = shown_url(request.url)
             raise IdpUnreachableError(
-                f"token endpoint {url} did not answer within {self._timeout:g} s; "
+                f"token endpoint {request.url} did not answer within {self._timeout:g} s; "
                 "check that the IdP is up and reachable from this machine (VPN, HTTPS_PROXY)"
             ) from None
         except httpx.HTTPError as exc:
             raise IdpUnreachableError(
-                f"could not reach token endpoint {shown_url(request.url)}: {_reason(exc)}; check "
+                f"could not reach token endpoint {request.url}: {_reason(exc)}; check "
                 "oauth2.tokenUrl / OAUTH2_TOKEN_URL and that the IdP is reachable from this "
                 "machine (VPN, HTTPS_PROXY)"
             ) from None

@@ -12,7 +12,6 @@ from typing import Literal
 
 import httpx
 
-from ..domain.config import shown_url
 from ..domain.errors import UpstreamError
 
 
@@ -61,7 +60,7 @@ class HttpUpstream:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise UpstreamError(
-                f"could not reach the upstream {shown_url(self._url)}: {_reason(exc)}; check "
+                f"could not reach the upstream {self._url}: {_reason(exc)}; check "
                 "upstream.url / UPSTREAM_URL and that the server is reachable (VPN, HTTPS_PROXY)"
             ) from None
         try:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import sys
+import threading
 from collections.abc import AsyncIterator
 
 import anyio
@@ -84,17 +86,39 @@ class _PipeSendStream(anyio.abc.ByteSendStream):
         self._writer.close()
 
 
-class _FileReceiveStream(anyio.abc.ByteReceiveStream):
-    """For stdin redirected from a regular file, which the event loop cannot watch."""
+class _ThreadReceiveStream(anyio.abc.ByteReceiveStream):
+    """For stdin the event loop cannot watch (a regular file, /dev/null, a console): a
+    daemon thread reads it, so a read still blocked at exit never holds the process up."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+        self._thread: threading.Thread | None = None
 
     async def receive(self, max_bytes: int = _READ_SIZE) -> bytes:
-        data = await anyio.to_thread.run_sync(os.read, self._fd, max_bytes)
+        if self._thread is None:
+            loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(
+                target=self._pump, args=(loop,), name="stdin-reader", daemon=True
+            )
+            self._thread.start()
+        data = await self._chunks.get()
         if not data:
             raise anyio.EndOfStream
         return data
+
+    def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            try:
+                data = os.read(self._fd, _READ_SIZE)
+            except OSError:
+                data = b""
+            try:
+                asyncio.run_coroutine_threadsafe(self._chunks.put(data), loop).result()
+            except RuntimeError:  # the loop is closed: the process is ending
+                return
+            if not data:
+                return
 
     async def aclose(self) -> None:
         """The descriptor belongs to the process."""
@@ -123,19 +147,24 @@ class ProcessStdio:
         loop = asyncio.get_running_loop()
         stdin = sys.stdin.buffer
         stdout = sys.stdout.buffer
-        receive: anyio.abc.ByteReceiveStream
-        send: anyio.abc.ByteSendStream
-        try:
+        receive: anyio.abc.ByteReceiveStream = _ThreadReceiveStream(stdin.fileno())
+        send: anyio.abc.ByteSendStream = _FileSendStream(stdout.fileno())
+        # Only pipes and sockets (what MCP hosts give us) go on the event loop; epoll refuses
+        # regular files and /dev/null, and a console is better read by a thread.
+        if _is_pipe(stdin.fileno()):
             reader = asyncio.StreamReader(limit=_READ_SIZE, loop=loop)
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
             receive = _PipeReceiveStream(reader)
-        except (ValueError, OSError, NotImplementedError):
-            receive = _FileReceiveStream(stdin.fileno())
-        try:
+        if _is_pipe(stdout.fileno()):
             transport, protocol = await loop.connect_write_pipe(
                 asyncio.streams.FlowControlMixin, stdout
             )
             send = _PipeSendStream(transport, protocol)
-        except (ValueError, OSError, NotImplementedError):
-            send = _FileSendStream(stdout.fileno())
         return receive, send
+
+
+def _is_pipe(fd: int) -> bool:
+    if sys.platform == "win32":
+        return False
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)

@@ -16,7 +16,6 @@ import anyio
 
 from .._version import __version__
 from ..adapters.stderr_log import log_to_stderr, package_logger
-from ..domain.config import shown_url
 from ..domain.config_merge import LoadedConfig
 from ..domain.errors import ConfigError, OAuthError, ProxyError
 from ..domain.settings import CONFIG_FILE_ENV, SETTINGS
@@ -91,7 +90,7 @@ async def _run(loaded: LoadedConfig) -> int:
         except ProxyError as error:
             log.critical("cannot start: %s", error)
             return exit_code(error)
-        log.info("ready", extra={"upstream": shown_url(proxy.config.upstream.url)})
+        log.info("ready", extra={"upstream": proxy.config.upstream.url})
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_stop_on_signal, proxy)
             await proxy.serve_stdio()

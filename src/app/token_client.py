@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ..adapters.stderr_log import TRACE, package_logger
-from ..domain.config import shown_url
 from ..domain.ports import Clock, TokenEndpoint
 from ..domain.redaction import Redactor
 from ..domain.token_exchange import TokenRequest, parse_token_reply
@@ -31,9 +30,7 @@ class TokenClient:
 
     async def exchange(self, request: TokenRequest) -> IssuedTokens:
         self._redactor.register(*request.secret_values())
-        log.debug(
-            "requesting a token", extra={"grant": request.grant, "url": shown_url(request.url)}
-        )
+        log.debug("requesting a token", extra={"grant": request.grant, "url": request.url})
         reply = await self._endpoint.post(request)
         log.log(
             TRACE,

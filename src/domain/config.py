@@ -7,13 +7,14 @@ converted beforehand by `config_merge`, following the kinds in `settings.py`.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 from pydantic.alias_generators import to_camel, to_snake
 
-from .settings import SETTINGS, Kind
+from .settings import SETTINGS
 
 Grant = Literal["client_credentials", "refresh_token", "authorization_code", "password"]
 AuthStyle = Literal["body", "header"]
@@ -21,7 +22,7 @@ LogLevel = Literal["trace", "debug", "info", "warn", "error", "fatal"]
 
 
 def shown_url(url: str) -> str:
-    """`url` without any user:password@ part, for messages and logs."""
+    """`url` without any user:password@ part, for the message that refuses it."""
     parts = urlsplit(url)
     if "@" not in parts.netloc:
         return url
@@ -31,8 +32,14 @@ def shown_url(url: str) -> str:
 def _absolute_url(value: str) -> str:
     parts = urlsplit(value)
     if not parts.scheme or not parts.netloc:
+        shown = json.dumps(shown_url(value))
+        raise ValueError(f"expected an absolute URL such as https://host/path, got {shown}")
+    if "@" in parts.netloc:
+        # httpx would turn user:password@ into HTTP Basic credentials, sent beside (or instead
+        # of) the client's own: credentials belong in their settings, never in a URL.
         raise ValueError(
-            f"expected an absolute URL such as https://host/path, got {shown_url(value)!r}"
+            "must not contain user:password@; put client credentials in oauth2.clientId / "
+            "OAUTH2_CLIENT_ID and oauth2.clientSecret / OAUTH2_CLIENT_SECRET"
         )
     return value
 
@@ -169,12 +176,10 @@ class ProxyConfig(_Section):
         """Every secret value in this configuration, for the log redactor."""
         found: list[str] = []
         for setting in SETTINGS:
+            if not setting.secret:
+                continue
             section = getattr(self, setting.section)
             value = getattr(section, to_snake(setting.key))
             if isinstance(value, SecretStr):
                 found.append(value.get_secret_value())
-            elif setting.kind is Kind.URL and isinstance(value, str):
-                password = urlsplit(value).password
-                if password:
-                    found.append(password)
         return found

@@ -143,11 +143,11 @@ def _parse_env(setting: Setting, raw: str) -> object:
             return True
         if word in _FALSE:
             return False
-        raise ValueError(f"expected true/false, 1/0, yes/no or on/off, got {raw!r}")
+        raise ValueError(f"expected true/false, 1/0, yes/no or on/off, got {json.dumps(raw)}")
     if setting.kind is Kind.INTEGER:
         text = raw.strip()
         if not _INTEGER.fullmatch(text):
-            raise ValueError(f"expected an integer, got {raw!r}")
+            raise ValueError(f"expected an integer, got {json.dumps(raw)}")
         return int(text)
     if setting.kind is Kind.JSON_OBJECT:
         return _parse_json_object(raw)
@@ -170,7 +170,9 @@ def _parse_json_object(raw: str) -> dict[str, str]:
         )
     for key, item in value.items():
         if not isinstance(item, str):
-            raise ValueError(f"expected a string for key {key!r}, got a JSON {json_type(item)}")
+            raise ValueError(
+                f"expected a string for key {json.dumps(key)}, got a JSON {json_type(item)}"
+            )
     return value
 
 

@@ -48,8 +48,11 @@ class UpstreamReply(Protocol):
     connection breaks mid-body.
     """
 
-    status: int
-    headers: Mapping[str, str]
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
     def chunks(self) -> AsyncIterator[bytes]: ...
 

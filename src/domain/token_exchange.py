@@ -17,7 +17,7 @@ from urllib.parse import quote_plus
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from .config import AuthStyle, OAuth2Config, shown_url
+from .config import AuthStyle, OAuth2Config
 from .errors import TokenEndpointError
 from .token_lifecycle import AccessToken, IssuedTokens, normalise_token_type, renew_at
 
@@ -45,7 +45,7 @@ class TokenRequest:
 
     def __repr__(self) -> str:
         fields = ", ".join(name for name, _ in self.form)
-        return f"TokenRequest(url={shown_url(self.url)!r}, grant={self.grant!r}, fields=[{fields}])"
+        return f"TokenRequest(url={self.url!r}, grant={self.grant!r}, fields=[{fields}])"
 
 
 @dataclass(frozen=True)
@@ -196,8 +196,7 @@ def _error(
     request: TokenRequest, reply: TokenReply, what: str, code: str | None
 ) -> TokenEndpointError:
     hint = _hint(request.grant, code, reply.status)
-    url = shown_url(request.url)
-    message = f"token request ({request.grant}) to {url} failed: the IdP {what}. {hint}"
+    message = f"token request ({request.grant}) to {request.url} failed: the IdP {what}. {hint}"
     return TokenEndpointError(message, status=reply.status, error=code)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from .config import shown_url
 from .config_merge import LoadedConfig
 from .errors import ConfigProblem, InsecureUrlError
 from .settings import SETTINGS_BY_PATH
@@ -57,7 +56,7 @@ def check_url(url: str, setting_path: str, source: str, *, allow_insecure_http: 
     if problem is not None:
         setting = SETTINGS_BY_PATH.get(setting_path)
         label = setting.names() if setting else setting_path
-        raise InsecureUrlError([ConfigProblem(label, source, f"{shown_url(url)} {problem}")])
+        raise InsecureUrlError([ConfigProblem(label, source, f"{url} {problem}")])
 
 
 def check_config_urls(loaded: LoadedConfig) -> None:
@@ -74,7 +73,7 @@ def check_config_urls(loaded: LoadedConfig) -> None:
         if problem is not None:
             source = loaded.source_of(path).describe(path)
             problems.append(
-                ConfigProblem(SETTINGS_BY_PATH[path].names(), source, f"{shown_url(url)} {problem}")
+                ConfigProblem(SETTINGS_BY_PATH[path].names(), source, f"{url} {problem}")
             )
     if problems:
         raise InsecureUrlError(problems)

@@ -51,7 +51,7 @@ def proxy_env(upstream: Upstream, **extra: str) -> dict[str, str]:
 
 def client(upstream: Upstream, mode: str, **options: Any) -> Client:
     params = StdioServerParameters(command=COMMAND, env=proxy_env(upstream))
-    return Client(params, mode=mode, **options)  # type: ignore[arg-type]
+    return Client(params, mode=mode, **options)
 
 
 def text_of(result: types.CallToolResult) -> str:

