@@ -40,7 +40,7 @@ from ..domain.jsonrpc import (
 from ..domain.line_framing import Oversized
 from ..domain.ports import ClientChannel, UpstreamReply, UpstreamTransport
 from ..domain.retry_policy import PERSISTENT_401_ADVICE, Next, RetryOn401
-from ..domain.sse import DEFAULT_MAX_EVENT_BYTES, EventTooLarge, SseDecoder
+from ..domain.sse import DEFAULT_MAX_EVENT_BYTES, OversizedEvent, SseDecoder
 from ..domain.wire import (
     CANCELLED,
     EVENT_STREAM,
@@ -77,6 +77,7 @@ class _Delivery:
 
     message: Message
     answered: bool = False
+    oversized: bool = False
     initialize_result: dict[str, object] | None = field(default=None)
 
 
@@ -246,15 +247,14 @@ class Bridge:
                 f"could not obtain an access token for the upstream: {error}",
             )
             return
-        except EventTooLarge as error:
-            await self._fail(message, UPSTREAM_TRANSPORT_ERROR, str(error))
-            return
         if message.kind is Kind.REQUEST and not delivery.answered:
-            await self._fail(
-                message,
-                UPSTREAM_TRANSPORT_ERROR,
-                "the upstream ended its answer without a response to this request",
-            )
+            reason = "the upstream ended its answer without a response to this request"
+            if delivery.oversized:
+                reason += (
+                    f"; it sent a message larger than {DEFAULT_MAX_EVENT_BYTES} bytes, "
+                    "which was dropped"
+                )
+            await self._fail(message, UPSTREAM_TRANSPORT_ERROR, reason)
         if delivery.initialize_result is not None:
             self._on_initialized_session()
         if message.method == INITIALIZED and modern_version(message) is None:
@@ -304,7 +304,8 @@ class Bridge:
         elif content_type == "application/json":
             body = await reply.read(DEFAULT_MAX_EVENT_BYTES + 1)
             if len(body) > DEFAULT_MAX_EVENT_BYTES:
-                raise EventTooLarge(DEFAULT_MAX_EVENT_BYTES)
+                delivery.oversized = True
+                return
             await self._forward_body(delivery, body)
         elif message.kind is Kind.REQUEST:
             await self._fail(
@@ -320,7 +321,13 @@ class Bridge:
         decoder = SseDecoder()
         async for chunk in reply.chunks():
             for event in decoder.feed(chunk):
-                if event.data.strip():
+                if isinstance(event, OversizedEvent):
+                    log.warning(
+                        "dropped an upstream event larger than the limit",
+                        extra={"limit_bytes": event.limit},
+                    )
+                    delivery.oversized = True
+                elif event.data.strip():
                     await self._forward_body(delivery, event.data)
             if delivery.answered:
                 return
@@ -450,7 +457,7 @@ class Bridge:
                             "the server stream was refused",
                             extra={"status": reply.status, "body": _shown(await reply.read(512))},
                         )
-            except (UpstreamError, OAuthError, EventTooLarge) as error:
+            except (UpstreamError, OAuthError) as error:
                 log.warning("server stream failed", extra={"reason": str(error)})
             except ClientGone:
                 self._client_gone()
@@ -469,6 +476,12 @@ class Bridge:
     async def _relay_stream(self, decoder: SseDecoder, reply: UpstreamReply) -> None:
         async for chunk in reply.chunks():
             for event in decoder.feed(chunk):
+                if isinstance(event, OversizedEvent):
+                    log.warning(
+                        "dropped a server-stream event larger than the limit",
+                        extra={"limit_bytes": event.limit},
+                    )
+                    continue
                 if not event.data.strip():
                     continue
                 try:

@@ -58,12 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run the proxy on stdin/stdout (the default)")
+    commands.add_parser(
+        "demo",
+        help="see the whole path work against a local IdP and MCP server (needs the demo extra)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and of `python -m mcp_oauth2_proxy`."""
-    build_parser().parse_args(argv)
+    arguments = build_parser().parse_args(argv)
+    if arguments.command == "demo":
+        return _demo()
     try:
         loaded = Proxy.load_config()
     except ConfigError as error:
@@ -108,3 +114,30 @@ async def _stop_on_signal(proxy: Proxy) -> None:
                 proxy.stop()
     except NotImplementedError:
         return  # Windows: Ctrl+C arrives as KeyboardInterrupt, handled in main()
+
+
+def _demo() -> int:
+    try:
+        from .demo import DemoContainer, run_demo
+    except ImportError as missing:
+        print(
+            f"the demo needs the MCP SDK ({missing.name} is missing): "
+            "pip install 'mcp-oauth2-proxy[demo]'",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    print("mcp-oauth2-proxy demo: an MCP client, the proxy, an IdP and an OAuth-protected")
+    print("MCP server, all on 127.0.0.1, with nothing to configure.\n")
+
+    def report(step: str, detail: str) -> None:
+        print(f"  \N{CHECK MARK} {step:<26} {detail}", flush=True)
+
+    container = DemoContainer()
+    try:
+        anyio.run(run_demo, container.servers(), container.client(), report)
+    except Exception as error:  # the demo reports any failure rather than a traceback
+        print(f"\n  \N{BALLOT X} the demo failed: {error!r}", file=sys.stderr)
+        return EXIT_FAILURE
+    print("\nThe token never left the proxy: the client spoke plain stdio MCP. To use a real")
+    print("server, set UPSTREAM_URL and the OAUTH2_* settings (docs/getting-started.md).")
+    return EXIT_OK

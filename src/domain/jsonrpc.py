@@ -56,7 +56,7 @@ class Invalid:
 def parse_client_line(line: bytes) -> Message | Invalid:
     """Classify one stdio line from the client; an invalid one gets its JSON-RPC error."""
     try:
-        value = json.loads(line)
+        value = json.loads(line, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         return Invalid(error_line(None, PARSE_ERROR, f"Parse error: {exc}"), "not JSON")
     if isinstance(value, list):
@@ -90,7 +90,7 @@ def parse_upstream_body(body: bytes) -> list[Message]:
         ValueError: the body is not JSON or holds something that is not a JSON-RPC message.
     """
     body = body.strip()
-    value = json.loads(body)
+    value = json.loads(body, parse_constant=_no_constant)
     single_line = b"\n" not in body and b"\r" not in body
     items = value if isinstance(value, list) else [value]
     messages: list[Message] = []
@@ -128,6 +128,11 @@ def error_line(
     if data is not None:
         error["data"] = data
     return compact({"jsonrpc": "2.0", "id": request_id, "error": error})
+
+
+def _no_constant(name: str) -> object:
+    """NaN and Infinity are not JSON (RFC 8259 §6), though Python's parser takes them."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def compact(value: object) -> bytes:

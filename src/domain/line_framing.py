@@ -47,10 +47,10 @@ class LineSplitter:
                 self._pending += piece
                 piece = bytes(self._pending)
                 self._pending.clear()
+            piece = piece.removesuffix(b"\r")
             if len(piece) > self._max:
                 lines.append(Oversized(piece[:256]))
                 continue
-            piece = piece.removesuffix(b"\r")
             if piece.strip():
                 lines.append(piece)
 

@@ -11,94 +11,97 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
 class SseEvent:
-    """One dispatched event. `id` is the stream's last event id after this event."""
+    """One dispatched event. `id` is the stream's last event id as of this event."""
 
     data: bytes
     event: str = "message"
     id: str | None = None
 
 
-class EventTooLarge(Exception):
-    """An event grew past the limit before it was complete."""
+@dataclass(frozen=True)
+class OversizedEvent:
+    """Stands, in order, for an event that outgrew the limit; its data was dropped."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"an upstream event exceeded {limit} bytes")
-        self.limit = limit
+    limit: int
 
 
 class SseDecoder:
-    """Feed chunks of an event stream; get complete events.
+    """Feed chunks of an event stream; get complete events (and OversizedEvent markers).
 
-    `last_event_id` and `retry_ms` follow the stream as the spec says (they change as soon as
-    their field is read), for resuming it with Last-Event-ID after the server's retry delay.
+    `last_event_id` and `retry_ms` are what a reconnection needs: the id of the last event
+    dispatched (set at dispatch, as the spec says, so an event cut off mid-way is asked for
+    again) and the server's reconnection delay.
     """
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._max = max_event_bytes
+        self._head = b""
+        self._started = False
         self._line = bytearray()
         self._after_cr = False
-        self._started = False
         self._data: list[bytes] = []
         self._size = 0
+        self._skipping = False
         self._event = ""
+        self._id_buffer: str | None = None
         self.last_event_id: str | None = None
         self.retry_ms: int | None = None
 
-    def feed(self, chunk: bytes) -> list[SseEvent]:
-        if not self._started and chunk:
+    def feed(self, chunk: bytes) -> list[SseEvent | OversizedEvent]:
+        if not self._started:
+            # A byte-order mark may arrive split over chunks: hold the first bytes until it
+            # is clear whether they are one.
+            self._head += chunk
+            if len(self._head) < len(_BOM) and _BOM.startswith(self._head):
+                return []
+            chunk = self._head.removeprefix(_BOM)
             self._started = True
-            chunk = chunk.removeprefix(b"\xef\xbb\xbf")
-        events: list[SseEvent] = []
-        for line in self._lines(chunk):
-            event = self._process(line)
-            if event is not None:
-                events.append(event)
-        return events
-
-    def _lines(self, chunk: bytes) -> list[bytes]:
-        lines: list[bytes] = []
+        out: list[SseEvent | OversizedEvent] = []
         start = 0
-        if self._after_cr and chunk.startswith(b"\n"):
-            start = 1
-        self._after_cr = False
         length = len(chunk)
+        if length and self._after_cr:
+            self._after_cr = False
+            if chunk[0] == 10:  # the LF of a CRLF split over two chunks
+                start = 1
         while start < length:
-            cr = chunk.find(b"\r", start)
-            lf = chunk.find(b"\n", start)
-            ends = [index for index in (cr, lf) if index >= 0]
-            if not ends:
-                self._grow(chunk[start:])
+            end = _next_line_end(chunk, start)
+            if end < 0:
+                self._grow(chunk[start:], out)
                 break
-            end = min(ends)
-            self._grow(chunk[start:end])
-            lines.append(bytes(self._line))
-            self._line.clear()
-            if chunk[end] == 13:  # CR: a following LF belongs to the same line ending
-                if end + 1 < length:
-                    start = end + 2 if chunk[end + 1] == 10 else end + 1
-                else:
+            self._grow(chunk[start:end], out)
+            self._end_line(out)
+            if chunk[end] == 13:
+                if end + 1 == length:
                     self._after_cr = True
-                    start = end + 1
-            else:
-                start = end + 1
-        return lines
+                elif chunk[end + 1] == 10:
+                    end += 1
+            start = end + 1
+        return out
 
-    def _grow(self, piece: bytes) -> None:
+    def _grow(self, piece: bytes, out: list[SseEvent | OversizedEvent]) -> None:
+        if self._skipping:
+            return
         self._line += piece
         if len(self._line) + self._size > self._max:
+            out.append(OversizedEvent(self._max))
             self._line.clear()
-            self._reset_event()
-            raise EventTooLarge(self._max)
+            self._data = []
+            self._size = 0
+            self._skipping = True
 
-    def _process(self, line: bytes) -> SseEvent | None:
+    def _end_line(self, out: list[SseEvent | OversizedEvent]) -> None:
+        line = bytes(self._line)
+        self._line.clear()
         if not line:
-            return self._dispatch()
-        if line.startswith(b":"):
-            return None
+            self._dispatch(out)
+            return
+        if self._skipping or line.startswith(b":"):
+            return
         name, colon, value = line.partition(b":")
         if colon and value.startswith(b" "):
             value = value[1:]
@@ -109,20 +112,27 @@ class SseDecoder:
             self._event = value.decode("utf-8", "replace")
         elif name == b"id":
             if b"\x00" not in value:
-                self.last_event_id = value.decode("utf-8", "replace")
+                self._id_buffer = value.decode("utf-8", "replace")
         elif name == b"retry" and value.isdigit():
             self.retry_ms = int(value)
-        return None
 
-    def _dispatch(self) -> SseEvent | None:
-        if not self._data:
-            self._reset_event()
-            return None
-        event = SseEvent(b"\n".join(self._data), self._event or "message", self.last_event_id)
-        self._reset_event()
-        return event
-
-    def _reset_event(self) -> None:
+    def _dispatch(self, out: list[SseEvent | OversizedEvent]) -> None:
+        self.last_event_id = self._id_buffer
+        if self._data and not self._skipping:
+            out.append(
+                SseEvent(b"\n".join(self._data), self._event or "message", self.last_event_id)
+            )
         self._data = []
         self._size = 0
         self._event = ""
+        self._skipping = False
+
+
+def _next_line_end(chunk: bytes, start: int) -> int:
+    cr = chunk.find(b"\r", start)
+    lf = chunk.find(b"\n", start)
+    if cr < 0:
+        return lf
+    if lf < 0:
+        return cr
+    return min(cr, lf)

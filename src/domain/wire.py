@@ -82,9 +82,12 @@ class WireState:
                 if name is not None:
                     headers["Mcp-Name"] = header_value(name)
             return headers
+        if message.method == INITIALIZE:
+            # A new session starts without the old one's id (transports §Session Management).
+            return headers
         if self.session_id is not None:
             headers["Mcp-Session-Id"] = self.session_id
-        if message.method != INITIALIZE and self.version is not None:
+        if self.version is not None:
             headers["MCP-Protocol-Version"] = self.version
         return headers
 
@@ -95,7 +98,7 @@ class WireState:
             headers["Mcp-Session-Id"] = self.session_id
         if self.version is not None:
             headers["MCP-Protocol-Version"] = self.version
-        if last_event_id is not None:
+        if last_event_id:
             headers["Last-Event-ID"] = last_event_id
         return headers
 

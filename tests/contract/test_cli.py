@@ -148,3 +148,11 @@ def test_a_failure_message_is_redacted_too() -> None:
     assert result.returncode == 3
     assert "Client authentication failed (got ***)" in result.stderr
     assert "wrong-secret-456" not in result.stderr
+
+
+def test_the_demo_shows_the_whole_path_working() -> None:
+    result = run("demo", env={"OAUTH2_SCOPE": "must-not-leak-into-the-demo"})
+    assert result.returncode == 0, result.stderr
+    for step in ("HTTP 401 without a token", "tools/list", "add(2, 3)", "lift-off"):
+        assert step in result.stdout
+    assert "\N{BALLOT X}" not in result.stdout
