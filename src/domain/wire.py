@@ -75,9 +75,11 @@ class WireState:
         headers = {"Accept": ACCEPT_BOTH, "Content-Type": "application/json"}
         modern = modern_version(message)
         if modern is not None:
-            headers["MCP-Protocol-Version"] = modern
+            # Values from the client's message pass header_value, so no line break or other
+            # control character it sent can reach the HTTP request as a header.
+            headers["MCP-Protocol-Version"] = header_value(modern)
             if message.method is not None:
-                headers["Mcp-Method"] = message.method
+                headers["Mcp-Method"] = header_value(message.method)
                 name = _name_of(message.method, message.params)
                 if name is not None:
                     headers["Mcp-Name"] = header_value(name)

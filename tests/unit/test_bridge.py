@@ -539,3 +539,13 @@ async def test_an_idp_failure_answers_the_request() -> None:
     assert "could not obtain an access token" in answer["error"]["message"]
     assert "invalid_client" in answer["error"]["message"]
     assert not upstream.exchanges
+
+
+async def test_client_text_cannot_inject_header_lines() -> None:
+    meta = {PROTOCOL_VERSION_META: "2026-07-28\r\nX-Evil: 1"}
+    async with serving(Server()) as session:
+        await session.call(request(1, "tools/call\r\nX-Evil: 2", name="a\r\nX-Evil: 3", _meta=meta))
+    (post,) = session.upstream.posts()
+    assert all("\r" not in value and "\n" not in value for value in post.headers.values())
+    assert "X-Evil" not in post.headers
+    assert post.headers["Mcp-Method"].startswith("=?base64?")
