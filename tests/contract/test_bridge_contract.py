@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,16 @@ pytestmark = [pytest.mark.anyio, pytest.mark.contract]
 COMMAND = str(Path(sys.executable).with_name("mcp-oauth2-proxy"))
 BOUND_SECONDS = 60
 MODES = ["legacy", "2026-07-28"]
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
 
 
 @pytest.fixture
@@ -195,23 +206,13 @@ async def test_cancellation_closes_the_stream_on_the_2026_wire(upstream: Upstrea
 
 
 async def test_end_of_input_deletes_the_session_and_exits_0(upstream: Upstream) -> None:
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "1"},
-        },
-    }
     with anyio.fail_after(BOUND_SECONDS):
         async with await anyio.open_process(
             [COMMAND], env={**os.environ, **proxy_env(upstream)}
         ) as process:
             assert process.stdin is not None
             assert process.stdout is not None
-            await process.stdin.send(json.dumps(initialize).encode() + b"\n")
+            await process.stdin.send(json.dumps(INITIALIZE).encode() + b"\n")
             line = b""
             while not line.endswith(b"\n"):
                 line += await process.stdout.receive()
@@ -220,3 +221,22 @@ async def test_end_of_input_deletes_the_session_and_exits_0(upstream: Upstream) 
             assert await process.wait() == 0
     assert upstream.seen[-1].method == "DELETE"
     assert upstream.seen[-1].headers["mcp-session-id"]
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_ends_the_proxy_like_end_of_input(
+    upstream: Upstream, signal_number: int
+) -> None:
+    with anyio.fail_after(BOUND_SECONDS):
+        async with await anyio.open_process(
+            [COMMAND], env={**os.environ, **proxy_env(upstream)}
+        ) as process:
+            assert process.stdin is not None
+            assert process.stdout is not None
+            await process.stdin.send(json.dumps(INITIALIZE).encode() + b"\n")
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive()
+            process.send_signal(signal_number)
+            assert await process.wait() == 0
+    assert upstream.seen[-1].method == "DELETE"
