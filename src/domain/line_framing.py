@@ -67,6 +67,7 @@ class LineSplitter:
         if self._skipping is not None:
             return
         self._pending += tail
-        if len(self._pending) > self._max:
+        # A trailing CR may be half of a CRLF split over chunks; it does not count.
+        if len(self._pending) - self._pending.endswith(b"\r") > self._max:
             self._skipping = bytes(self._pending[:256])
             self._pending.clear()

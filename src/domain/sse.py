@@ -47,7 +47,10 @@ class SseDecoder:
         self._data: list[bytes] = []
         self._size = 0
         self._skipping = False
+        self._line_overflowed = False
         self._event = ""
+        self._event_id: str | None = None
+        self._has_event_id = False
         self._id_buffer: str | None = None
         self.last_event_id: str | None = None
         self.retry_ms: int | None = None
@@ -84,17 +87,21 @@ class SseDecoder:
         return out
 
     def _grow(self, piece: bytes, out: list[SseEvent | OversizedEvent]) -> None:
-        if self._skipping:
+        if self._line_overflowed:
             return
         self._line += piece
         if len(self._line) + self._size > self._max:
-            out.append(OversizedEvent(self._max))
+            if not self._skipping:
+                out.append(OversizedEvent(self._max))
             self._line.clear()
-            self._data = []
-            self._size = 0
+            self._line_overflowed = True
             self._skipping = True
 
     def _end_line(self, out: list[SseEvent | OversizedEvent]) -> None:
+        if self._line_overflowed:
+            # The end of the line that overflowed, not a blank line: keep skipping the event.
+            self._line_overflowed = False
+            return
         line = bytes(self._line)
         self._line.clear()
         if not line:
@@ -112,11 +119,15 @@ class SseDecoder:
             self._event = value.decode("utf-8", "replace")
         elif name == b"id":
             if b"\x00" not in value:
-                self._id_buffer = value.decode("utf-8", "replace")
+                self._event_id = value.decode("utf-8", "replace")
+                self._has_event_id = True
         elif name == b"retry" and value.isdigit():
             self.retry_ms = int(value)
 
     def _dispatch(self, out: list[SseEvent | OversizedEvent]) -> None:
+        # An oversized event's id is not taken: resuming after it would skip it for good.
+        if self._has_event_id and not self._skipping:
+            self._id_buffer = self._event_id
         self.last_event_id = self._id_buffer
         if self._data and not self._skipping:
             out.append(
@@ -125,6 +136,8 @@ class SseDecoder:
         self._data = []
         self._size = 0
         self._event = ""
+        self._event_id = None
+        self._has_event_id = False
         self._skipping = False
 
 

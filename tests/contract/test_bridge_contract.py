@@ -225,7 +225,7 @@ async def test_end_of_input_deletes_the_session_and_exits_0(upstream: Upstream) 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
 async def test_a_signal_ends_the_proxy_like_end_of_input(
-    upstream: Upstream, signal_number: int
+    upstream: Upstream, signal_number: signal.Signals
 ) -> None:
     with anyio.fail_after(BOUND_SECONDS):
         async with await anyio.open_process(

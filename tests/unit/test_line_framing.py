@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 
 import pytest
@@ -150,13 +151,35 @@ def test_an_oversized_line_spread_over_many_chunks_is_not_kept_in_memory() -> No
     assert splitter.feed(b"\nnext\n") == [Oversized(b"m" * PREFIX_BYTES), b"next"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the limit is checked before the CR of a CRLF ending is removed, so a line exactly "
-    "at the limit is accepted with LF but refused as Oversized with CRLF",
-)
 def test_a_line_just_at_the_limit_passes_with_a_crlf_ending() -> None:
     assert LineSplitter(max_line_bytes=10).feed(b"x" * 10 + b"\r\n") == [b"x" * 10]
+
+
+def test_the_cr_of_a_crlf_does_not_count_but_other_bytes_still_do() -> None:
+    splitter = LineSplitter(max_line_bytes=10)
+    assert splitter.feed(b"x" * 11 + b"\r\n" + b"x" * 9 + b"\r\r\n") == [
+        Oversized(b"x" * 11),
+        b"x" * 9 + b"\r",
+    ]
+
+
+def test_a_line_just_at_the_limit_spanning_chunks_passes_with_a_crlf_ending() -> None:
+    splitter = LineSplitter(max_line_bytes=10)
+    assert splitter.feed(b"x" * 9) == []
+    assert splitter.feed(b"x\r\n") == [b"x" * 10]
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"x" * 10 + b"\r", b"\n"],
+        [b"x" * 9, b"x\r", b"\n"],
+        [b"x" * 10 + b"\r"],
+    ],
+    ids=["crlf-split", "crlf-split-after-pending", "cr-at-finish"],
+)
+def test_a_line_just_at_the_limit_passes_whatever_chunk_its_cr_ends(chunks: list[bytes]) -> None:
+    assert feed_all(LineSplitter(max_line_bytes=10), chunks) == [b"x" * 10]
 
 
 PIECES = st.one_of(
@@ -167,8 +190,7 @@ PIECES = st.one_of(
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    bounds = [0, *sorted(cuts), len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise([0, *sorted(cuts), len(data)])]
 
 
 @settings(max_examples=200)
