@@ -13,6 +13,7 @@ or a JSON-RPC error saying what went wrong and what to set (docs/bridge.md lists
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable
@@ -33,12 +34,14 @@ from ..domain.jsonrpc import (
     JsonId,
     Kind,
     Message,
+    compact,
     error_line,
     parse_client_line,
     parse_upstream_body,
 )
 from ..domain.line_framing import Oversized
 from ..domain.ports import ClientChannel, UpstreamReply, UpstreamTransport
+from ..domain.redaction import Redactor
 from ..domain.retry_policy import PERSISTENT_401_ADVICE, Next, RetryOn401
 from ..domain.sse import DEFAULT_MAX_EVENT_BYTES, OversizedEvent, SseDecoder
 from ..domain.wire import (
@@ -90,6 +93,7 @@ class Bridge:
         upstream: UpstreamTransport,
         tokens: TokenManager,
         config: UpstreamConfig,
+        redactor: Redactor,
         *,
         policy: RetryOn401 | None = None,
         backoff: Backoff | None = None,
@@ -99,6 +103,7 @@ class Bridge:
         self._upstream = upstream
         self._tokens = tokens
         self._config = config
+        self._redactor = redactor
         self._policy = policy or RetryOn401()
         self._backoff = backoff or Backoff()
         self._draw = draw
@@ -110,6 +115,7 @@ class Bridge:
         self._tasks: anyio.abc.TaskGroup | None = None
         self._reading = anyio.CancelScope()
         self._gone = False
+        self._modern_seen = False
 
     async def run(self) -> None:
         """Serve until the client's input ends, `stop()` is called or the client stops
@@ -169,8 +175,10 @@ class Bridge:
             done = anyio.Event()
             self._barrier = done
         scope = anyio.CancelScope()
+        modern = modern_version(message) is not None
+        self._modern_seen = self._modern_seen or modern
         if message.kind is Kind.REQUEST:
-            self._inflight[message.id] = _InFlight(scope, modern_version(message) is not None)
+            self._inflight[message.id] = _InFlight(scope, modern)
             self._idle = anyio.Event()
         self._tasks.start_soon(self._handle, message, gate, done, scope)
 
@@ -184,7 +192,8 @@ class Bridge:
         request_id = message.params.get("requestId")
         pending = self._inflight.get(request_id) if _hashable(request_id) else None
         if pending is None:
-            return False
+            # Nothing in flight to cancel; on the stateless wire there is nothing to post.
+            return self._modern_seen
         pending.cancelled = True
         pending.scope.cancel()
         return pending.modern
@@ -374,15 +383,33 @@ class Bridge:
         if answers:
             # The server answered in JSON-RPC terms: its own error is the best explanation.
             delivery.answered = True
-            await self._send(answers[0].raw)
+            await self._send(self._scrub(answers[0].raw, message.id))
             return
+        shown = self._redactor.redact(_shown(body))
         await self._fail(
             message,
             UPSTREAM_HTTP_ERROR,
-            f"upstream answered HTTP {reply.status}: {_shown(body)}",
-            {"status": reply.status, "body": _shown(body)},
+            f"upstream answered HTTP {reply.status}: {shown}",
+            {"status": reply.status, "body": shown},
         )
         delivery.answered = True
+
+    def _scrub(self, raw: bytes, request_id: JsonId) -> bytes:
+        """An upstream error as the client may see it: a server that echoes the request's
+        Authorization header in its error must not hand our token to the client."""
+        text = raw.decode("utf-8", "replace")
+        cleaned = self._redactor.redact(text)
+        if cleaned == text:
+            return raw
+        try:
+            return compact(json.loads(cleaned))
+        except ValueError:
+            return error_line(
+                request_id,
+                UPSTREAM_HTTP_ERROR,
+                "the upstream refused the request (its error "
+                "message repeated a credential, so it is not shown)",
+            )
 
     async def _fail(
         self, message: Message, code: int, text: str, data: dict[str, object] | None = None
@@ -448,9 +475,12 @@ class Bridge:
                         continue
                     content_type = reply.headers.get("content-type", "").split(";")[0].strip()
                     if reply.status == 200 and content_type == EVENT_STREAM:
-                        attempt, renewed = 0, False
+                        renewed = False
                         log.debug("server stream open")
-                        await self._relay_stream(decoder, reply)
+                        if await self._relay_stream(decoder, reply):
+                            # It carried something: a working stream that ended, not a
+                            # failure. A stream that opens and closes empty counts as one.
+                            attempt = 0
                         log.debug("server stream ended")
                     else:
                         log.warning(
@@ -473,7 +503,9 @@ class Bridge:
             extra={"setting": "upstream.openServerStream / UPSTREAM_OPEN_SERVER_STREAM"},
         )
 
-    async def _relay_stream(self, decoder: SseDecoder, reply: UpstreamReply) -> None:
+    async def _relay_stream(self, decoder: SseDecoder, reply: UpstreamReply) -> int:
+        """Forward the stream's messages; return how many events it carried."""
+        events = 0
         async for chunk in reply.chunks():
             for event in decoder.feed(chunk):
                 if isinstance(event, OversizedEvent):
@@ -482,6 +514,7 @@ class Bridge:
                         extra={"limit_bytes": event.limit},
                     )
                     continue
+                events += 1
                 if not event.data.strip():
                     continue
                 try:
@@ -491,6 +524,7 @@ class Bridge:
                     continue
                 for message in messages:
                     await self._send(message.raw)
+        return events
 
     async def _drain(self) -> None:
         """Give in-flight requests a short grace to finish, then answer the rest."""
@@ -506,7 +540,8 @@ class Bridge:
                         error_line(
                             request_id,
                             UPSTREAM_TRANSPORT_ERROR,
-                            "the proxy is shutting down (its input ended) before the upstream "
+                            "the proxy is shutting down (its input ended or it was stopped) "
+                            "before the upstream "
                             "answered",
                         )
                     )

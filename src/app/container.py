@@ -76,6 +76,10 @@ class Container(containers.DeclarativeContainer):
     process_stdio: providers.Provider[ProcessStdio] = providers.Singleton(ProcessStdio)
     # Built per served connection, from the streams `Proxy.serve` is given.
     client_channel: providers.Provider[StdioChannel] = providers.Factory(StdioChannel)
-    bridge: providers.Provider[Bridge] = providers.Factory(
-        Bridge, upstream=upstream, tokens=token_manager, config=upstream_config
+    bridge: providers.Factory[Bridge] = providers.Factory(
+        Bridge,
+        upstream=upstream,
+        tokens=token_manager,
+        config=upstream_config,
+        redactor=redactor,
     )

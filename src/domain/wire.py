@@ -30,6 +30,7 @@ INITIALIZED = "notifications/initialized"
 CANCELLED = "notifications/cancelled"
 # The parameter each name-bearing method's Mcp-Name header mirrors.
 _NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+_BEFORE_VERSION_HEADER = frozenset({"2024-11-05", "2025-03-26"})
 _SENTINEL_START = "=?base64?"
 _SENTINEL_END = "?="
 
@@ -68,8 +69,13 @@ class WireState:
 
     @property
     def version(self) -> str | None:
-        """The MCP-Protocol-Version to send on the 2025 wire: configured, else negotiated."""
-        return self.configured_version or self.negotiated_version
+        """The MCP-Protocol-Version to send on the 2025 wire: configured, else negotiated
+        (except for revisions before the header existed, 2025-06-18)."""
+        if self.configured_version is not None:
+            return self.configured_version
+        if self.negotiated_version in _BEFORE_VERSION_HEADER:
+            return None
+        return self.negotiated_version
 
     def post_headers(self, message: Message) -> dict[str, str]:
         headers = {"Accept": ACCEPT_BOTH, "Content-Type": "application/json"}

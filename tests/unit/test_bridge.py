@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from mcp_oauth2_proxy import OAuth2Config, Proxy, ProxyConfig, UpstreamConfig, UpstreamError
 from mcp_oauth2_proxy.adapters.stdio import StdioChannel
+from mcp_oauth2_proxy.domain.backoff import Backoff
 from mcp_oauth2_proxy.domain.jsonrpc import JsonId
 from mcp_oauth2_proxy.domain.wire import PROTOCOL_VERSION_META
 
@@ -133,6 +134,7 @@ async def serving(
     config: ProxyConfig = CONFIG,
     tokens: int = 3,
     max_line_bytes: int | None = None,
+    backoff: Backoff | None = None,
 ) -> AsyncIterator[Session]:
     upstream = FakeUpstream(handler)
     endpoint = FakeTokenEndpoint(*[token_reply(f"token-{n + 1}") for n in range(tokens)])
@@ -143,6 +145,8 @@ async def serving(
         proxy.container.client_channel.override(
             providers.Factory(StdioChannel, max_line_bytes=max_line_bytes)
         )
+    if backoff is not None:
+        proxy.container.bridge.add_kwargs(backoff=backoff, draw=lambda: 0.0)
     with anyio.fail_after(15):
         async with (
             stdin_send,
@@ -549,3 +553,56 @@ async def test_client_text_cannot_inject_header_lines() -> None:
     assert all("\r" not in value and "\n" not in value for value in post.headers.values())
     assert "X-Evil" not in post.headers
     assert post.headers["Mcp-Method"].startswith("=?base64?")
+
+
+async def test_a_token_echoed_in_an_upstream_error_never_reaches_the_client() -> None:
+    async def echoing(exchange: Exchange) -> FakeReply:
+        said = exchange.headers["Authorization"]
+        if exchange.document["id"] == 1:
+            return FakeReply(500, {"content-type": "text/plain"}, [f"bad {said}".encode()])
+        error = {"code": -32603, "message": f"rejected {said}"}
+        return json_response({"jsonrpc": "2.0", "id": 2, "error": error}, status=400)
+
+    async with serving(Server(**{"tools/call": echoing})) as session:
+        first = await session.call(request(1, "tools/call", name="x"))
+        second = await session.call(request(2, "tools/call", name="x"))
+    assert "token-1" not in json.dumps(first)
+    assert "token-1" not in json.dumps(second)
+    assert second["error"]["message"] == "rejected Bearer ***"
+
+
+async def test_no_version_header_for_a_2025_03_26_session() -> None:
+    async def old_initialize(exchange: Exchange) -> FakeReply:
+        return json_response(
+            result(0, {"protocolVersion": "2025-03-26"}), headers={"mcp-session-id": SESSION}
+        )
+
+    async with serving(Server(initialize=old_initialize)) as session:
+        await session.call(initialize())
+        await session.call(request(1, "ping"))
+    ping = session.upstream.posts("ping")[0]
+    assert ping.headers["Mcp-Session-Id"] == SESSION
+    assert "MCP-Protocol-Version" not in ping.headers
+
+
+async def test_a_stream_that_keeps_closing_empty_is_given_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = Server()
+    server.get = FakeReply(200, {"content-type": "text/event-stream"}, [])
+    async with serving(server, backoff=Backoff(max_attempts=3)) as session:
+        await session.start()
+        while len([e for e in session.upstream.exchanges if e.method == "GET"]) < 3:
+            await session.upstream.changed.wait()
+        await session.call(request(1, "ping"))
+    assert len([e for e in session.upstream.exchanges if e.method == "GET"]) == 3
+    assert "gave up on the server stream" in caplog.text
+
+
+async def test_an_unknown_cancellation_is_not_posted_on_the_2026_wire() -> None:
+    meta = {PROTOCOL_VERSION_META: "2026-07-28"}
+    async with serving(Server()) as session:
+        await session.call(request(1, "tools/list", _meta=meta))
+        await session.send(notification("notifications/cancelled", requestId=99))
+        await session.call(request(2, "tools/list", _meta=meta))
+    assert not session.upstream.posts("notifications/cancelled")
