@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -43,7 +43,7 @@ from ..domain.line_framing import Oversized
 from ..domain.ports import ClientChannel, UpstreamReply, UpstreamTransport
 from ..domain.redaction import Redactor
 from ..domain.retry_policy import PERSISTENT_401_ADVICE, Next, RetryOn401
-from ..domain.sse import DEFAULT_MAX_EVENT_BYTES, OversizedEvent, SseDecoder
+from ..domain.sse import DEFAULT_MAX_EVENT_BYTES, OversizedEvent, SseDecoder, SseEvent
 from ..domain.wire import (
     CANCELLED,
     EVENT_STREAM,
@@ -327,30 +327,16 @@ class Bridge:
             delivery.answered = True
 
     async def _relay_events(self, delivery: _Delivery, reply: UpstreamReply) -> None:
-        decoder = SseDecoder()
-        async for chunk in reply.chunks():
-            for event in decoder.feed(chunk):
-                if isinstance(event, OversizedEvent):
-                    log.warning(
-                        "dropped an upstream event larger than the limit",
-                        extra={"limit_bytes": event.limit},
-                    )
-                    delivery.oversized = True
-                elif event.data.strip():
-                    await self._forward_body(delivery, event.data)
+        async for event in _events(reply, SseDecoder()):
+            if isinstance(event, OversizedEvent):
+                delivery.oversized = True
+            else:
+                await self._forward_body(delivery, event.data)
             if delivery.answered:
                 return
 
     async def _forward_body(self, delivery: _Delivery, body: bytes) -> None:
-        try:
-            messages = parse_upstream_body(body)
-        except ValueError:
-            log.warning(
-                "dropped upstream data that is not JSON-RPC",
-                extra={"data": body[:SHOWN_BODY_CHARS].decode("utf-8", "replace")},
-            )
-            return
-        for message in messages:
+        for message in await self._forward(body):
             if (
                 message.kind is Kind.RESPONSE
                 and message.id == delivery.message.id
@@ -361,7 +347,22 @@ class Bridge:
                     result = message.document.get("result")
                     if isinstance(result, dict):
                         delivery.initialize_result = result
+
+    async def _forward(self, data: bytes) -> list[Message]:
+        """Write the upstream's messages in `data` to the client, one line each."""
+        if not data.strip():
+            return []  # an SSE event without data, such as a resumption primer
+        try:
+            messages = parse_upstream_body(data)
+        except ValueError:
+            log.warning(
+                "dropped upstream data that is not JSON-RPC",
+                extra={"data": data[:SHOWN_BODY_CHARS].decode("utf-8", "replace")},
+            )
+            return []
+        for message in messages:
             await self._send(message.raw)
+        return messages
 
     async def _relay_error(self, delivery: _Delivery, reply: UpstreamReply) -> None:
         message = delivery.message
@@ -506,24 +507,10 @@ class Bridge:
     async def _relay_stream(self, decoder: SseDecoder, reply: UpstreamReply) -> int:
         """Forward the stream's messages; return how many events it carried."""
         events = 0
-        async for chunk in reply.chunks():
-            for event in decoder.feed(chunk):
-                if isinstance(event, OversizedEvent):
-                    log.warning(
-                        "dropped a server-stream event larger than the limit",
-                        extra={"limit_bytes": event.limit},
-                    )
-                    continue
+        async for event in _events(reply, decoder):
+            if isinstance(event, SseEvent):
                 events += 1
-                if not event.data.strip():
-                    continue
-                try:
-                    messages = parse_upstream_body(event.data)
-                except ValueError:
-                    log.warning("dropped server-stream data that is not JSON-RPC")
-                    continue
-                for message in messages:
-                    await self._send(message.raw)
+                await self._forward(event.data)
         return events
 
     async def _drain(self) -> None:
@@ -561,6 +548,20 @@ class Bridge:
                     log.debug("session deleted", extra={"status": reply.status})
             except (UpstreamError, OAuthError) as error:
                 log.debug("could not delete the session", extra={"reason": str(error)})
+
+
+async def _events(
+    reply: UpstreamReply, decoder: SseDecoder
+) -> AsyncIterator[SseEvent | OversizedEvent]:
+    """The events of an event-stream body, as they arrive."""
+    async for chunk in reply.chunks():
+        for event in decoder.feed(chunk):
+            if isinstance(event, OversizedEvent):
+                log.warning(
+                    "dropped an upstream event larger than the limit",
+                    extra={"limit_bytes": event.limit},
+                )
+            yield event
 
 
 def _set_event() -> anyio.Event:

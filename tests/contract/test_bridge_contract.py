@@ -205,27 +205,9 @@ async def test_cancellation_closes_the_stream_on_the_2026_wire(upstream: Upstrea
     assert not upstream.posts("notifications/cancelled")
 
 
-async def test_end_of_input_deletes_the_session_and_exits_0(upstream: Upstream) -> None:
-    with anyio.fail_after(BOUND_SECONDS):
-        async with await anyio.open_process(
-            [COMMAND], env={**os.environ, **proxy_env(upstream)}
-        ) as process:
-            assert process.stdin is not None
-            assert process.stdout is not None
-            await process.stdin.send(json.dumps(INITIALIZE).encode() + b"\n")
-            line = b""
-            while not line.endswith(b"\n"):
-                line += await process.stdout.receive()
-            assert json.loads(line)["result"]["protocolVersion"] == "2025-11-25"
-            await process.stdin.aclose()
-            assert await process.wait() == 0
-    assert upstream.seen[-1].method == "DELETE"
-    assert upstream.seen[-1].headers["mcp-session-id"]
-
-
-@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
-async def test_a_signal_ends_the_proxy_like_end_of_input(
-    upstream: Upstream, signal_number: signal.Signals
+@pytest.mark.parametrize("ending", ["end of input", signal.SIGTERM, signal.SIGINT])
+async def test_the_proxy_ends_cleanly_deleting_the_session(
+    upstream: Upstream, ending: str | signal.Signals
 ) -> None:
     with anyio.fail_after(BOUND_SECONDS):
         async with await anyio.open_process(
@@ -237,6 +219,11 @@ async def test_a_signal_ends_the_proxy_like_end_of_input(
             line = b""
             while not line.endswith(b"\n"):
                 line += await process.stdout.receive()
-            process.send_signal(signal_number)
+            assert json.loads(line)["result"]["protocolVersion"] == "2025-11-25"
+            if isinstance(ending, signal.Signals):
+                process.send_signal(ending)
+            else:
+                await process.stdin.aclose()
             assert await process.wait() == 0
     assert upstream.seen[-1].method == "DELETE"
+    assert upstream.seen[-1].headers["mcp-session-id"]
