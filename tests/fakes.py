@@ -12,6 +12,9 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from mcp_oauth2_proxy.domain.authorization import Denied, Granted, RedirectTarget
+from mcp_oauth2_proxy.domain.cached_login import CachedLogin
+from mcp_oauth2_proxy.domain.pkce import LoginSecrets
 from mcp_oauth2_proxy.domain.token_exchange import TokenReply, TokenRequest
 
 
@@ -183,3 +186,82 @@ class MemoryByteSend(anyio.abc.ByteSendStream):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+class FakeTokenStore:
+    """The TokenStore port in memory; `locked` is a plain in-process lock."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, CachedLogin] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+
+    @asynccontextmanager
+    async def locked(self, key: str) -> AsyncIterator[None]:
+        async with self._locks.setdefault(key, anyio.Lock()):
+            yield
+
+    def load(self, key: str) -> CachedLogin | None:
+        return self.entries.get(key)
+
+    def save(self, login: CachedLogin) -> None:
+        self.entries[login.key] = login
+
+    def delete(self, key: str) -> bool:
+        return self.entries.pop(key, None) is not None
+
+
+class FakeEntropy:
+    """Predictable 'random' bytes: counts up, so each call differs."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def random_bytes(self, count: int) -> bytes:
+        self.calls += 1
+        return bytes([self.calls % 256]) * count
+
+
+class ScriptedCallbackListener:
+    """A CallbackListener whose callback is whatever the test (or browser) settles."""
+
+    def __init__(self) -> None:
+        self.outcome: anyio.Event = anyio.Event()
+        self.result_value: Granted | Denied | None = None
+        self.secrets: LoginSecrets | None = None
+        self.target: RedirectTarget | None = None
+
+    def settle(self, outcome: Granted | Denied) -> None:
+        self.result_value = outcome
+        self.outcome.set()
+
+    @asynccontextmanager
+    async def listening(
+        self, target: RedirectTarget, secrets: LoginSecrets
+    ) -> AsyncIterator[ScriptedCallbackListener]:
+        self.target, self.secrets = target, secrets
+        yield self
+
+    @property
+    def redirect_uri(self) -> str:
+        assert self.target is not None
+        return self.target.uri()
+
+    async def result(self) -> Granted | Denied:
+        await self.outcome.wait()
+        assert self.result_value is not None
+        return self.result_value
+
+
+class ScriptedBrowser:
+    """A BrowserOpener that records URLs and runs `then(url)` (e.g. approve the login)."""
+
+    def __init__(self, then: Callable[[str], None] | None = None, *, opens: bool = True) -> None:
+        self.opened: list[str] = []
+        self._then = then
+        self._opens = opens
+
+    async def open(self, url: str) -> bool:
+        self.opened.append(url)
+        if self._then is not None:
+            self._then(url)
+        return self._opens

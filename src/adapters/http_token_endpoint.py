@@ -41,6 +41,7 @@ class HttpTokenEndpoint:
                     status=response.status_code,
                     content_type=response.headers.get("content-type", ""),
                     body=bytes(body[:MAX_REPLY_BYTES]),
+                    retry_after=response.headers.get("retry-after"),
                 )
         except httpx.TimeoutException:
             raise IdpUnreachableError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 import anyio
@@ -19,6 +20,7 @@ from ..adapters.stderr_log import log_to_stderr, package_logger
 from ..domain.config_merge import LoadedConfig
 from ..domain.errors import ConfigError, OAuthError, ProxyError
 from ..domain.settings import CONFIG_FILE_ENV, SETTINGS
+from .container import cache_directory
 from .proxy import Proxy
 
 log = package_logger()
@@ -58,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run the proxy on stdin/stdout (the default)")
+    commands.add_parser("login", help="log in with the browser now and cache the login, then exit")
+    commands.add_parser("logout", help="forget the cached login of this configuration")
+    commands.add_parser(
+        "status", help="say whether a login is cached for this configuration (exit 1 if not)"
+    )
     commands.add_parser(
         "demo",
         help="see the whole path work against a local IdP and MCP server (needs the demo extra)",
@@ -76,10 +83,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return EXIT_CONFIG
     log_to_stderr(loaded.config.log.level)
+    if arguments.command == "logout":
+        return _logout(loaded)
+    if arguments.command == "status":
+        return _status(loaded)
     try:
-        return anyio.run(_run, loaded)
+        return anyio.run(_login if arguments.command == "login" else _run, loaded)
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+async def _login(loaded: LoadedConfig) -> int:
+    try:
+        async with Proxy(loaded) as proxy:
+            await proxy.login()
+    except ProxyError as error:
+        log.critical("login failed: %s", error)
+        return exit_code(error)
+    oauth = loaded.config.oauth2
+    print(
+        f"Logged in as client {oauth.client_id} at {oauth.token_url}; the login is cached in "
+        f"{cache_directory(oauth)} and later launches will not open the browser."
+    )
+    return EXIT_OK
+
+
+def _logout(loaded: LoadedConfig) -> int:
+    oauth = loaded.config.oauth2
+    if Proxy(loaded).logout():
+        print(
+            f"Logged out: forgot the cached login of client {oauth.client_id} at {oauth.token_url}."
+        )
+    else:
+        print(
+            f"No cached login for client {oauth.client_id} at {oauth.token_url}; nothing to forget."
+        )
+    return EXIT_OK
+
+
+def _status(loaded: LoadedConfig) -> int:
+    oauth = loaded.config.oauth2
+    cached = Proxy(loaded).cached_login()
+    if cached is None:
+        print(
+            f"Not logged in: no cached login for client {oauth.client_id} at "
+            f"{oauth.token_url} in {cache_directory(oauth)}. Run `mcp-oauth2-proxy login`."
+        )
+        return EXIT_FAILURE
+    saved = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(cached.saved_at))
+    print(
+        f"Logged in: client {cached.client_id} at {cached.token_url}, saved {saved}, "
+        f"in {cache_directory(oauth)}."
+    )
+    return EXIT_OK
 
 
 async def _run(loaded: LoadedConfig) -> int:

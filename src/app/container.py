@@ -8,26 +8,57 @@ closed by `Proxy`, since dependency-injector's async resources are asyncio-only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import attrgetter
+from pathlib import Path
 
 from dependency_injector import containers, providers
 
+from ..adapters.browser import SystemBrowser
+from ..adapters.callback_listener import LoopbackCallbackListener
 from ..adapters.config_file import JsonConfigFile
+from ..adapters.entropy import SystemEntropy
 from ..adapters.http_client import HttpClient, build_http_client
 from ..adapters.http_token_endpoint import HttpTokenEndpoint
 from ..adapters.http_upstream import HttpUpstream
 from ..adapters.stdio import ProcessStdio, StdioChannel
 from ..adapters.system_clock import SystemClock
+from ..adapters.token_store import EncryptedFileTokenStore, default_cache_dir
 from ..domain.config import OAuth2Config, ProxyConfig, UpstreamConfig
 from ..domain.config_merge import LoadedConfig
-from ..domain.ports import Clock, ConfigFileReader, TokenEndpoint, UpstreamTransport
+from ..domain.ports import (
+    BrowserOpener,
+    CallbackListener,
+    Clock,
+    ConfigFileReader,
+    Entropy,
+    TokenEndpoint,
+    TokenStore,
+    UpstreamTransport,
+)
 from ..domain.redaction import Redactor
 from ..domain.token_exchange import TokenRequestBuilder
 from .bridge import Bridge
 from .config_loading import load_config
 from .grants import Grant, build_grant, build_token_requests
+from .interactive_login import InteractiveLogin
 from .token_client import TokenClient
 from .token_manager import TokenManager
+
+
+def cache_directory(oauth: OAuth2Config) -> Path:
+    """OAUTH2_TOKEN_CACHE_DIR when set, else the per-OS config directory."""
+    if oauth.token_cache_dir is not None:
+        return Path(oauth.token_cache_dir).expanduser()
+    return default_cache_dir()
+
+
+def store_for_grant(oauth: OAuth2Config, store: Callable[[], TokenStore]) -> TokenStore | None:
+    """Only the grants that live on refresh tokens use the cache; client credentials and
+    passwords can always ask again, and never touch the disk."""
+    if oauth.grant in ("authorization_code", "refresh_token"):
+        return store()
+    return None
 
 
 class Container(containers.DeclarativeContainer):
@@ -63,11 +94,27 @@ class Container(containers.DeclarativeContainer):
     token_requests: providers.Provider[TokenRequestBuilder] = providers.Singleton(
         build_token_requests, oauth2
     )
+    entropy: providers.Provider[Entropy] = providers.Singleton(SystemEntropy)
+    browser: providers.Provider[BrowserOpener] = providers.Singleton(SystemBrowser)
+    callback_listener: providers.Provider[CallbackListener] = providers.Singleton(
+        LoopbackCallbackListener
+    )
+    token_store: providers.Provider[TokenStore] = providers.Singleton(
+        EncryptedFileTokenStore, providers.Callable(cache_directory, oauth2)
+    )
+    interactive_login: providers.Provider[InteractiveLogin] = providers.Singleton(
+        InteractiveLogin, oauth2, token_client, token_requests, callback_listener, browser, entropy
+    )
     grant: providers.Provider[Grant] = providers.Singleton(
-        build_grant, oauth2, token_client, token_requests
+        build_grant, oauth2, token_client, token_requests, interactive_login.provider
     )
     token_manager: providers.Provider[TokenManager] = providers.Singleton(
-        TokenManager, grant, token_client, token_requests, clock
+        TokenManager,
+        grant,
+        token_client,
+        token_requests,
+        clock,
+        providers.Callable(store_for_grant, oauth2, token_store.provider),
     )
 
     upstream: providers.Provider[UpstreamTransport] = providers.Singleton(

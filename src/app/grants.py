@@ -8,6 +8,7 @@ passwords can ask again at any time, a one-shot authorization code only until it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from pydantic import SecretStr
@@ -17,6 +18,7 @@ from ..domain.config import OAuth2Config
 from ..domain.errors import ConfigError, ConfigProblem, OAuthError
 from ..domain.token_exchange import TokenRequestBuilder
 from ..domain.token_lifecycle import IssuedTokens
+from .interactive_login import InteractiveLogin
 from .token_client import TokenClient
 
 log = package_logger()
@@ -37,6 +39,11 @@ class Grant(Protocol):
         """Whether `start()` can still obtain tokens (a used one-shot code cannot)."""
         ...
 
+    @property
+    def interactive(self) -> InteractiveLogin | None:
+        """The browser login, for grants that have one."""
+        ...
+
     async def start(self) -> IssuedTokens: ...
 
 
@@ -46,6 +53,7 @@ class ClientCredentialsGrant:
     name = "client_credentials"
     initial_refresh_token = None
     can_start = True
+    interactive = None
 
     def __init__(self, client: TokenClient, builder: TokenRequestBuilder) -> None:
         self._client = client
@@ -62,6 +70,7 @@ class PasswordGrant:
     name = "password"
     initial_refresh_token = None
     can_start = True
+    interactive = None
 
     def __init__(
         self, client: TokenClient, builder: TokenRequestBuilder, username: str, password: str
@@ -86,6 +95,7 @@ class RefreshTokenGrant:
 
     name = "refresh_token"
     can_start = False
+    interactive = None
 
     def __init__(self, refresh_token: str) -> None:
         self._refresh_token = refresh_token
@@ -102,9 +112,9 @@ class RefreshTokenGrant:
 
 
 class AuthorizationCodeGrant:
-    """RFC 6749 §4.1 without a browser: a supplied refresh token, or a one-shot code (with
-    its PKCE verifier, RFC 7636 §4.5) exchanged once, after which the refresh token the IdP
-    returned carries on."""
+    """RFC 6749 §4.1 in its three modes, tried in this order: a supplied refresh token, a
+    one-shot code (with its PKCE verifier, RFC 7636 §4.5) exchanged once, and the browser
+    login (`interactive`, the default), which can run again whenever a refresh token dies."""
 
     name = "authorization_code"
 
@@ -113,6 +123,7 @@ class AuthorizationCodeGrant:
         client: TokenClient,
         builder: TokenRequestBuilder,
         oauth: OAuth2Config,
+        login: InteractiveLogin | None,
     ) -> None:
         self._client = client
         self._builder = builder
@@ -120,7 +131,7 @@ class AuthorizationCodeGrant:
         self._code = _secret(oauth.authorization_code)
         self._verifier = _secret(oauth.code_verifier)
         self._redirect_uri = oauth.redirect_uri
-        self._interactive = oauth.interactive
+        self._login = login
 
     @property
     def initial_refresh_token(self) -> str | None:
@@ -128,26 +139,28 @@ class AuthorizationCodeGrant:
 
     @property
     def can_start(self) -> bool:
-        return self._code is not None
+        return self._code is not None or self._login is not None
+
+    @property
+    def interactive(self) -> InteractiveLogin | None:
+        return self._login
 
     async def start(self) -> IssuedTokens:
         code, self._code = self._code, None
-        if code is None:
-            browser = (
-                " (interactive browser login is not available in this version)"
-                if self._interactive
-                else ""
+        if code is not None:
+            request = self._builder.authorization_code(
+                code, redirect_uri=self._redirect_uri, code_verifier=self._verifier
             )
-            raise OAuthError(
-                "no way to obtain tokens: the authorization code was already used (codes are "
-                "single-use) or none was set, and no refresh token is usable"
-                f"{browser}. Set a new oauth2.authorizationCode / OAUTH2_AUTHORIZATION_CODE "
-                "or oauth2.refreshToken / OAUTH2_REFRESH_TOKEN"
-            )
-        request = self._builder.authorization_code(
-            code, redirect_uri=self._redirect_uri, code_verifier=self._verifier
+            return await self._client.exchange(request)
+        if self._login is not None:
+            return await self._login.run()
+        raise OAuthError(
+            "no way to obtain tokens: no refresh token is usable, the authorization code was "
+            "already used (codes are single-use) or none was set, and browser login is off "
+            "(oauth2.interactive / OAUTH2_INTERACTIVE=false). Log in once with "
+            "`mcp-oauth2-proxy login`, or set oauth2.refreshToken / OAUTH2_REFRESH_TOKEN or a "
+            "new oauth2.authorizationCode / OAUTH2_AUTHORIZATION_CODE"
         )
-        return await self._client.exchange(request)
 
 
 def build_token_requests(oauth: OAuth2Config) -> TokenRequestBuilder:
@@ -159,7 +172,12 @@ def build_token_requests(oauth: OAuth2Config) -> TokenRequestBuilder:
     )
 
 
-def build_grant(oauth: OAuth2Config, client: TokenClient, builder: TokenRequestBuilder) -> Grant:
+def build_grant(
+    oauth: OAuth2Config,
+    client: TokenClient,
+    builder: TokenRequestBuilder,
+    login: Callable[[], InteractiveLogin],
+) -> Grant:
     """The grant `oauth.grant` names, from settings already checked by grant_requirements."""
     if oauth.grant == "client_credentials":
         return ClientCredentialsGrant(client, builder)
@@ -172,7 +190,7 @@ def build_grant(oauth: OAuth2Config, client: TokenClient, builder: TokenRequestB
         )
     if oauth.grant == "refresh_token":
         return RefreshTokenGrant(_required(_secret(oauth.refresh_token), "oauth2.refreshToken"))
-    return AuthorizationCodeGrant(client, builder, oauth)
+    return AuthorizationCodeGrant(client, builder, oauth, login() if oauth.interactive else None)
 
 
 def _secret(value: SecretStr | None) -> str | None:

@@ -6,14 +6,24 @@ import os
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
+from typing import Any
 
 import anyio.abc
 from dependency_injector import providers
 
 from ..adapters.stderr_log import attach_redaction, detach_redaction, package_logger
+from ..domain.cached_login import CachedLogin
 from ..domain.config import ProxyConfig
 from ..domain.config_merge import LoadedConfig
-from ..domain.ports import Clock, TokenEndpoint, UpstreamTransport
+from ..domain.ports import (
+    BrowserOpener,
+    CallbackListener,
+    Clock,
+    Entropy,
+    TokenEndpoint,
+    TokenStore,
+    UpstreamTransport,
+)
 from ..domain.token_lifecycle import AccessToken
 from .bridge import Bridge
 from .config_loading import check_config
@@ -44,6 +54,10 @@ class Proxy:
         clock: replaces the system clock.
         token_endpoint: replaces the HTTP token endpoint.
         upstream: replaces the HTTP transport to the upstream MCP server.
+        token_store: replaces the encrypted refresh-token cache on disk.
+        browser: replaces the system browser that shows the login page.
+        callback_listener: replaces the loopback listener for the login callback.
+        entropy: replaces the OS random source (PKCE verifiers, states).
 
     Raises:
         ConfigError: the configuration lacks a setting its grant needs, or a URL is unsafe.
@@ -56,18 +70,28 @@ class Proxy:
         clock: Clock | None = None,
         token_endpoint: TokenEndpoint | None = None,
         upstream: UpstreamTransport | None = None,
+        token_store: TokenStore | None = None,
+        browser: BrowserOpener | None = None,
+        callback_listener: CallbackListener | None = None,
+        entropy: Entropy | None = None,
     ) -> None:
         loaded = config if isinstance(config, LoadedConfig) else LoadedConfig(config)
         check_config(loaded)
         self.config = loaded.config
         self.container = Container()
         self.container.loaded_config.override(providers.Object(loaded))
-        if clock is not None:
-            self.container.clock.override(providers.Object(clock))
-        if token_endpoint is not None:
-            self.container.token_endpoint.override(providers.Object(token_endpoint))
-        if upstream is not None:
-            self.container.upstream.override(providers.Object(upstream))
+        ports: list[tuple[providers.Provider[Any], object | None]] = [
+            (self.container.clock, clock),
+            (self.container.token_endpoint, token_endpoint),
+            (self.container.upstream, upstream),
+            (self.container.token_store, token_store),
+            (self.container.browser, browser),
+            (self.container.callback_listener, callback_listener),
+            (self.container.entropy, entropy),
+        ]
+        for provider, port in ports:
+            if port is not None:
+                provider.override(providers.Object(port))
         self._stack = AsyncExitStack()
         self._bridges: list[Bridge] = []
 
@@ -103,6 +127,23 @@ class Proxy:
             OAuthError: the IdP refused or could not be reached; the message says why.
         """
         return await self.container.token_manager().token()
+
+    async def login(self) -> AccessToken:
+        """Run the browser login now and cache its refresh token (the `login` command).
+
+        Raises:
+            OAuthError: the grant has no browser login, or the IdP refused.
+            ConfigError: no authorization endpoint, or the callback port is taken.
+        """
+        return await self.container.token_manager().login()
+
+    def logout(self) -> bool:
+        """Forget the cached login of this configuration; True when there was one."""
+        return self.container.token_manager().forget_login()
+
+    def cached_login(self) -> CachedLogin | None:
+        """The cached login of this configuration, if any (never shown: its token)."""
+        return self.container.token_manager().cached_login()
 
     def invalidate(self, token: AccessToken) -> None:
         """Forget `token` after the upstream rejected it (a newer token is kept)."""

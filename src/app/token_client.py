@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+import anyio
+
 from ..adapters.stderr_log import TRACE, package_logger
+from ..domain.errors import TokenEndpointError
 from ..domain.ports import Clock, TokenEndpoint
 from ..domain.redaction import Redactor
-from ..domain.token_exchange import TokenRequest, parse_token_reply
+from ..domain.token_exchange import TokenRequest, parse_token_reply, transient_delay
 from ..domain.token_lifecycle import IssuedTokens
 
 log = package_logger()
@@ -22,21 +27,41 @@ class TokenClient:
         redactor: Redactor,
         *,
         refresh_skew_seconds: float,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._endpoint = endpoint
         self._clock = clock
         self._redactor = redactor
         self._skew = refresh_skew_seconds
+        self._sleep = sleep
 
     async def exchange(self, request: TokenRequest) -> IssuedTokens:
+        """Raises TokenEndpointError or IdpUnreachableError; a temporary refusal (429, 503,
+        `temporarily_unavailable`) is asked again after the IdP's Retry-After first."""
         self._redactor.register(*request.secret_values())
-        log.debug("requesting a token", extra={"grant": request.grant, "url": request.url})
-        reply = await self._endpoint.post(request)
-        log.log(
-            TRACE,
-            "token endpoint answered",
-            extra={"status": reply.status, "content_type": reply.content_type},
-        )
-        issued = parse_token_reply(request, reply, now=self._clock.now(), refresh_skew=self._skew)
-        self._redactor.register(issued.access.value, issued.refresh_token)
-        return issued
+        attempt = 0
+        while True:
+            log.debug("requesting a token", extra={"grant": request.grant, "url": request.url})
+            reply = await self._endpoint.post(request)
+            log.log(
+                TRACE,
+                "token endpoint answered",
+                extra={"status": reply.status, "content_type": reply.content_type},
+            )
+            try:
+                issued = parse_token_reply(
+                    request, reply, now=self._clock.now(), refresh_skew=self._skew
+                )
+            except TokenEndpointError as error:
+                delay = transient_delay(error, reply, attempt, now=self._clock.now())
+                if delay is None:
+                    raise
+                log.warning(
+                    "the IdP is temporarily unavailable; asking again",
+                    extra={"status": reply.status, "in_s": f"{delay:g}"},
+                )
+                await self._sleep(delay)
+                attempt += 1
+                continue
+            self._redactor.register(issued.access.value, issued.refresh_token)
+            return issued

@@ -5,16 +5,25 @@
 - `invalidate(token)` drops only the token that failed. A 401 for an old token that arrives
   after another task already renewed must not throw the new token away.
 - Renewal tries the refresh token first (rotated refresh tokens replace the old one, RFC 6749
-  §6); when the IdP rejects it with `invalid_grant`, the grant starts over if it can.
+  §6); when the IdP rejects it with `invalid_grant`, the grant starts over if it can (a new
+  browser login, at most one at a time).
+- With a token store (the grants that live on refresh tokens), every renewal and login runs
+  under the store's cross-process lock and starts by re-reading the cache: MCP hosts start
+  several copies of a server at once, and a refresh token one of them rotated must be used by
+  the others, never sent again (the IdP would take the reuse for theft and revoke the grant).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import anyio
 
 from ..adapters.stderr_log import package_logger
-from ..domain.errors import TokenEndpointError
-from ..domain.ports import Clock
+from ..domain.cached_login import CachedLogin, cache_key
+from ..domain.errors import OAuthError, TokenEndpointError
+from ..domain.ports import Clock, TokenStore
 from ..domain.token_exchange import TokenRequestBuilder
 from ..domain.token_lifecycle import AccessToken, IssuedTokens
 from .grants import Grant
@@ -32,11 +41,14 @@ class TokenManager:
         client: TokenClient,
         builder: TokenRequestBuilder,
         clock: Clock,
+        store: TokenStore | None = None,
     ) -> None:
         self._grant = grant
         self._client = client
         self._builder = builder
         self._clock = clock
+        self._store = store
+        self._key = cache_key(builder.client_id, builder.token_url)
         self._lock = anyio.Lock()
         self._access: AccessToken | None = None
         self._refresh_token = grant.initial_refresh_token
@@ -54,26 +66,80 @@ class TokenManager:
             current = self._access
             if current is not None and current.is_fresh(self._clock.now()):
                 return current
-            issued = await self._obtain()
-            self._access = issued.access
-            if issued.refresh_token is not None:
-                if self._refresh_token is not None and issued.refresh_token != self._refresh_token:
-                    log.debug("the IdP rotated the refresh token; keeping the new one")
-                self._refresh_token = issued.refresh_token
-            log.info(
-                "obtained an access token",
-                extra={
-                    "grant": self._grant.name,
-                    "renew_in_s": _seconds_until(issued.access.renew_at, self._clock.now()),
-                },
+            async with self._shared():
+                # Kept (and saved) before the cross-process lock is released.
+                return self._keep(await self._obtain())
+
+    async def login(self) -> AccessToken:
+        """Run the grant's browser login now, whatever is cached (the `login` command).
+
+        Raises:
+            OAuthError: the grant has no browser login, or the login failed.
+        """
+        interactive = self._grant.interactive
+        if interactive is None:
+            raise OAuthError(
+                f"grant {self._grant.name} has no browser login; `login` is for grant "
+                "authorization_code with oauth2.interactive / OAUTH2_INTERACTIVE=true"
             )
-            return issued.access
+        async with self._lock, self._shared():
+            return self._keep(await interactive.run())
 
     def invalidate(self, token: AccessToken) -> None:
         """Forget `token` after the upstream rejected it, unless it was already replaced."""
         if self._access is not None and self._access.value == token.value:
             self._access = None
             log.debug("access token invalidated after the upstream rejected it")
+
+    def cached_login(self) -> CachedLogin | None:
+        return self._store.load(self._key) if self._store is not None else None
+
+    def forget_login(self) -> bool:
+        """Delete the cached login; True when there was one."""
+        self._access = None
+        self._refresh_token = None
+        return self._store.delete(self._key) if self._store is not None else False
+
+    @asynccontextmanager
+    async def _shared(self) -> AsyncIterator[None]:
+        """The cross-process lock, with the cache re-read once it is held."""
+        if self._store is None:
+            yield
+            return
+        async with self._store.locked(self._key):
+            cached = self._store.load(self._key)
+            if cached is not None and cached.refresh_token != self._refresh_token:
+                if self._refresh_token is not None:
+                    log.debug("using the refresh token another process saved")
+                self._refresh_token = cached.refresh_token
+            yield
+
+    def _keep(self, issued: IssuedTokens) -> AccessToken:
+        self._access = issued.access
+        if issued.refresh_token is not None:
+            if self._refresh_token is not None and issued.refresh_token != self._refresh_token:
+                log.debug("the IdP rotated the refresh token; keeping the new one")
+            self._refresh_token = issued.refresh_token
+            if self._store is not None:
+                self._store.save(
+                    CachedLogin(
+                        self._builder.client_id,
+                        self._builder.token_url,
+                        issued.refresh_token,
+                        self._clock.now(),
+                    )
+                )
+        renew_in = issued.access.renew_at
+        log.info(
+            "obtained an access token",
+            extra={
+                "grant": self._grant.name,
+                "renew_in_s": "until-rejected"
+                if renew_in is None
+                else f"{renew_in - self._clock.now():.0f}",
+            },
+        )
+        return issued.access
 
     async def _obtain(self) -> IssuedTokens:
         refresh_token = self._refresh_token
@@ -84,6 +150,7 @@ class TokenManager:
                 if exc.error != "invalid_grant":
                     raise
                 self._refresh_token = None
+                self._drop_cached(refresh_token)
                 if not self._grant.can_start:
                     raise
                 log.warning(
@@ -92,6 +159,11 @@ class TokenManager:
                 )
         return await self._grant.start()
 
-
-def _seconds_until(moment: float | None, now: float) -> str:
-    return "until-rejected" if moment is None else f"{moment - now:.0f}"
+    def _drop_cached(self, rejected: str) -> None:
+        """Delete the cache entry if it still holds the rejected token (we hold the lock, and
+        it was re-read when we took it, so another process's newer token is never lost)."""
+        if self._store is None:
+            return
+        cached = self._store.load(self._key)
+        if cached is not None and cached.refresh_token == rejected:
+            self._store.delete(self._key)

@@ -73,6 +73,10 @@ RESERVED_PARAMS = frozenset(
         "scope",
         "audience",
         "resource",
+        "response_type",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
     }
 )
 

@@ -10,7 +10,10 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol
 
+from .authorization import Denied, Granted, RedirectTarget
+from .cached_login import CachedLogin
 from .line_framing import Oversized
+from .pkce import LoginSecrets
 from .token_exchange import TokenReply, TokenRequest
 
 
@@ -85,3 +88,59 @@ class ClientChannel(Protocol):
     def lines(self) -> AsyncIterator[bytes | Oversized]: ...
 
     async def send(self, line: bytes) -> None: ...
+
+
+class Entropy(Protocol):
+    """Cryptographically strong random bytes (PKCE verifiers, states, cache keys)."""
+
+    def random_bytes(self, count: int) -> bytes: ...
+
+
+class TokenStore(Protocol):
+    """The refresh-token cache, shared by every proxy process of the same OS user.
+
+    `locked(key)` is a cross-process lock: whoever holds it may log in or refresh for that
+    entry, and re-reads the entry after taking it, so a refresh token another process already
+    rotated is used, never burned. `load` returns None for a missing or unreadable entry (a
+    corrupt one is logged, never raised).
+    """
+
+    def locked(self, key: str) -> AbstractAsyncContextManager[None]: ...
+
+    def load(self, key: str) -> CachedLogin | None: ...
+
+    def save(self, login: CachedLogin) -> None: ...
+
+    def delete(self, key: str) -> bool:
+        """Forget the entry; True when there was one."""
+        ...
+
+
+class BrowserOpener(Protocol):
+    """Shows a URL to the user in their browser; False when no browser could be opened."""
+
+    async def open(self, url: str) -> bool: ...
+
+
+class PendingCallback(Protocol):
+    """A listener waiting for the IdP's redirect; `redirect_uri` has the port it bound."""
+
+    @property
+    def redirect_uri(self) -> str: ...
+
+    async def result(self) -> Granted | Denied:
+        """The first acceptable callback (refused requests are answered and ignored)."""
+        ...
+
+
+class CallbackListener(Protocol):
+    """Receives the authorization response on loopback (RFC 8252 §7.3)."""
+
+    def listening(
+        self, target: RedirectTarget, secrets: LoginSecrets
+    ) -> AbstractAsyncContextManager[PendingCallback]:
+        """Bind, yield the pending callback, close when the block ends.
+
+        Raises ConfigError naming OAUTH2_CALLBACK_PORT when the port is taken.
+        """
+        ...

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from urllib.parse import quote_plus
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -55,6 +56,7 @@ class TokenReply:
     status: int
     content_type: str
     body: bytes
+    retry_after: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ class TokenRequestBuilder:
 
     def __init__(self, oauth: OAuth2Config, *, token_url: str, client_id: str) -> None:
         secret = oauth.client_secret.get_secret_value() if oauth.client_secret else None
-        self._url = token_url
+        self.token_url = token_url
+        self.client_id = client_id
         self._client = ClientCredentials(client_id, secret, oauth.auth_style)
         self._scope = oauth.scope
         self._audience = oauth.audience
@@ -126,7 +129,7 @@ class TokenRequestBuilder:
         headers = self._client.apply(form)
         # extraParams cannot name the grant's own fields (config.RESERVED_PARAMS).
         form.update(self._extra)
-        return TokenRequest(self._url, grant, tuple(form.items()), headers)
+        return TokenRequest(self.token_url, grant, tuple(form.items()), headers)
 
 
 class _TokenResponse(BaseModel):
@@ -215,8 +218,8 @@ _HINTS = {
     "access_denied": "The IdP denied access: check the client's and the user's permissions.",
 }
 _INVALID_GRANT_HINTS = {
-    "refresh_token": "The refresh token is expired or revoked: log in again or set a new "
-    "oauth2.refreshToken / OAUTH2_REFRESH_TOKEN.",
+    "refresh_token": "The refresh token is expired or revoked: log in again with "
+    "`mcp-oauth2-proxy login`, or set a new oauth2.refreshToken / OAUTH2_REFRESH_TOKEN.",
     "authorization_code": "The authorization code is used, expired, or does not match "
     "oauth2.redirectUri / OAUTH2_REDIRECT_URI and oauth2.codeVerifier / OAUTH2_CODE_VERIFIER.",
     "password": "Check oauth2.username / OAUTH2_USERNAME and oauth2.password / OAUTH2_PASSWORD.",
@@ -247,3 +250,38 @@ def _clean(text: str) -> str:
 
 def _shown(body: bytes) -> str:
     return repr(_clean(body[: _SHOWN_BODY_CHARS * 4].decode("utf-8", "replace")))
+
+
+MAX_TRANSIENT_ATTEMPTS = 3
+MAX_RETRY_WAIT_SECONDS = 30.0
+
+
+def transient_delay(
+    error: TokenEndpointError, reply: TokenReply, attempt: int, *, now: float
+) -> float | None:
+    """How long to wait before asking again, when the IdP's refusal is temporary (429, 503,
+    `temporarily_unavailable`) and asking again is worth it; None otherwise.
+
+    A `Retry-After` (seconds or an HTTP date, RFC 9110 §10.2.3) is honoured up to 30 s; past
+    that the error stands rather than holding a request that long. `attempt` counts from 0.
+    """
+    transient = reply.status in (429, 503) or error.error == "temporarily_unavailable"
+    if not transient or attempt + 1 >= MAX_TRANSIENT_ATTEMPTS:
+        return None
+    delay = _retry_after_seconds(reply.retry_after, now)
+    if delay is None:
+        delay = 0.5 * 2**attempt
+    return delay if delay <= MAX_RETRY_WAIT_SECONDS else None
+
+
+def _retry_after_seconds(value: str | None, now: float) -> float | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - now)

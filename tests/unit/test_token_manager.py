@@ -12,27 +12,80 @@ from anyio import wait_all_tasks_blocked
 from pydantic import SecretStr
 
 from mcp_oauth2_proxy.app.grants import build_grant, build_token_requests
+from mcp_oauth2_proxy.app.interactive_login import InteractiveLogin
 from mcp_oauth2_proxy.app.token_client import TokenClient
 from mcp_oauth2_proxy.app.token_manager import TokenManager
+from mcp_oauth2_proxy.domain.authorization import Granted
+from mcp_oauth2_proxy.domain.cached_login import CachedLogin, cache_key
 from mcp_oauth2_proxy.domain.config import OAuth2Config
 from mcp_oauth2_proxy.domain.errors import OAuthError, TokenEndpointError
 from mcp_oauth2_proxy.domain.redaction import Redactor
+from mcp_oauth2_proxy.domain.token_exchange import TokenReply, TokenRequest
 from mcp_oauth2_proxy.domain.token_lifecycle import AccessToken
 
-from ..fakes import FakeClock, FakeTokenEndpoint, json_reply, token_reply
+from ..fakes import (
+    FakeClock,
+    FakeEntropy,
+    FakeTokenEndpoint,
+    FakeTokenStore,
+    ScriptedBrowser,
+    ScriptedCallbackListener,
+    json_reply,
+    token_reply,
+)
 
 pytestmark = pytest.mark.anyio
 
 INVALID_GRANT = json_reply(400, {"error": "invalid_grant"})
+TOKEN_URL = "https://idp.example/token"
 
 
-def manager(endpoint: FakeTokenEndpoint, clock: FakeClock, **settings: Any) -> TokenManager:
+def unused_login() -> InteractiveLogin:
+    raise AssertionError("this grant has no browser login")
+
+
+class Sleeps:
+    """A stand-in for anyio.sleep that only records how long it was asked to wait."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def manager(
+    endpoint: FakeTokenEndpoint,
+    clock: FakeClock,
+    *,
+    store: FakeTokenStore | None = None,
+    browser: ScriptedBrowser | None = None,
+    listener: ScriptedCallbackListener | None = None,
+    sleeps: Sleeps | None = None,
+    **settings: Any,
+) -> TokenManager:
+    settings.setdefault("authorization_url", "https://idp.example/authorize")
     oauth = OAuth2Config(client_id="app", token_url="https://idp.example/token", **settings)
     client = TokenClient(
-        endpoint, clock, Redactor(), refresh_skew_seconds=oauth.refresh_skew_seconds
+        endpoint,
+        clock,
+        Redactor(),
+        refresh_skew_seconds=oauth.refresh_skew_seconds,
+        sleep=sleeps or Sleeps(),
     )
     builder = build_token_requests(oauth)
-    return TokenManager(build_grant(oauth, client, builder), client, builder, clock)
+
+    def login() -> InteractiveLogin:
+        return InteractiveLogin(
+            oauth,
+            client,
+            builder,
+            listener or ScriptedCallbackListener(),
+            browser or ScriptedBrowser(),
+            FakeEntropy(),
+        )
+
+    return TokenManager(build_grant(oauth, client, builder, login), client, builder, clock, store)
 
 
 def cc(endpoint: FakeTokenEndpoint, clock: FakeClock) -> TokenManager:
@@ -196,8 +249,175 @@ async def test_tokens_are_registered_for_redaction() -> None:
     )
     client = TokenClient(endpoint, FakeClock(), redactor, refresh_skew_seconds=30)
     builder = build_token_requests(oauth)
-    await TokenManager(build_grant(oauth, client, builder), client, builder, FakeClock()).token()
+    grant = build_grant(oauth, client, builder, login=unused_login)
+    await TokenManager(grant, client, builder, FakeClock()).token()
     text = redactor.redact("access-value refresh-value client-secret")
     assert "access-value" not in text
     assert "refresh-value" not in text
     assert "client-secret" not in text
+
+
+def cached(refresh_token: str) -> CachedLogin:
+    return CachedLogin("app", TOKEN_URL, refresh_token, saved_at=1.0)
+
+
+def approving(listener: ScriptedCallbackListener, code: str = "the-code") -> ScriptedBrowser:
+    """A browser whose user logs in at once: the IdP redirects back with `code`."""
+    return ScriptedBrowser(lambda url: listener.settle(Granted(code)))
+
+
+async def test_obtained_and_rotated_refresh_tokens_are_cached() -> None:
+    store = FakeTokenStore()
+    endpoint = FakeTokenEndpoint(
+        token_reply("a1", expires_in=60, refresh="r2"), token_reply("a2", expires_in=60)
+    )
+    clock = FakeClock()
+    tokens = manager(endpoint, clock, store=store, grant="refresh_token", refresh_token="r1")
+    await tokens.token()
+    assert store.load(cache_key("app", TOKEN_URL)) == CachedLogin(
+        "app", TOKEN_URL, "r2", clock.now()
+    )
+    clock.advance(60)
+    await tokens.token()
+    assert [form["refresh_token"] for form in endpoint.forms] == ["r1", "r2"]
+    assert tokens.cached_login() is not None
+
+
+async def test_a_refresh_token_another_process_rotated_is_used_not_burned() -> None:
+    store = FakeTokenStore()
+    store.save(cached("r-from-another-process"))
+    endpoint = FakeTokenEndpoint(token_reply("a1", refresh="r-next"))
+    tokens = manager(endpoint, FakeClock(), store=store, grant="refresh_token", refresh_token="r1")
+    await tokens.token()
+    assert endpoint.forms[0]["refresh_token"] == "r-from-another-process"
+    assert store.load(cache_key("app", TOKEN_URL)) is not None
+
+
+async def test_a_rejected_cached_login_is_dropped_and_the_browser_runs_once() -> None:
+    store = FakeTokenStore()
+    store.save(cached("r-stale"))
+    listener = ScriptedCallbackListener()
+    browser = approving(listener)
+    endpoint = FakeTokenEndpoint(INVALID_GRANT, token_reply("fresh", refresh="r-fresh"))
+    tokens = manager(endpoint, FakeClock(), store=store, browser=browser, listener=listener)
+    results: list[AccessToken] = []
+
+    async def caller() -> None:
+        results.append(await tokens.token())
+
+    async with anyio.create_task_group() as group:
+        for _ in range(5):
+            group.start_soon(caller)
+    assert [token.value for token in results] == ["fresh"] * 5
+    assert len(browser.opened) == 1
+    exchange = endpoint.forms[1]
+    assert (exchange["grant_type"], exchange["code"]) == ("authorization_code", "the-code")
+    assert listener.secrets is not None
+    assert exchange["code_verifier"] == listener.secrets.verifier
+    assert exchange["redirect_uri"] == "http://127.0.0.1:53682/callback"
+    cached_now = store.load(cache_key("app", TOKEN_URL))
+    assert cached_now is not None
+    assert cached_now.refresh_token == "r-fresh"
+
+
+async def test_an_entry_another_process_replaced_is_not_deleted() -> None:
+    store = FakeTokenStore()
+    endpoint = FakeTokenEndpoint(token_reply("a1", expires_in=60, refresh="r1"))
+    clock = FakeClock()
+    tokens = manager(endpoint, clock, store=store, grant="refresh_token", refresh_token="r0")
+    await tokens.token()
+
+    def rejected_after_another_process_saved(request: TokenRequest) -> TokenReply:
+        store.save(cached("r-newer"))
+        return INVALID_GRANT
+
+    endpoint.replies = [rejected_after_another_process_saved]
+    clock.advance(60)
+    with pytest.raises(TokenEndpointError):
+        await tokens.token()
+    entry = store.load(cache_key("app", TOKEN_URL))
+    assert entry is not None
+    assert entry.refresh_token == "r-newer"
+
+
+async def test_without_interactive_login_the_error_says_how_to_log_in() -> None:
+    store = FakeTokenStore()
+    store.save(cached("r-stale"))
+    tokens = manager(FakeTokenEndpoint(INVALID_GRANT), FakeClock(), store=store, interactive=False)
+    with pytest.raises(TokenEndpointError, match="mcp-oauth2-proxy login"):
+        await tokens.token()
+    assert store.load(cache_key("app", TOKEN_URL)) is None
+
+
+async def test_with_no_login_at_all_the_error_says_how_to_log_in() -> None:
+    tokens = manager(FakeTokenEndpoint(), FakeClock(), store=FakeTokenStore(), interactive=False)
+    with pytest.raises(OAuthError, match="mcp-oauth2-proxy login"):
+        await tokens.token()
+
+
+async def test_login_runs_the_browser_even_when_a_login_is_cached() -> None:
+    store = FakeTokenStore()
+    store.save(cached("r-old"))
+    listener = ScriptedCallbackListener()
+    browser = approving(listener)
+    endpoint = FakeTokenEndpoint(token_reply("fresh", refresh="r-new"))
+    tokens = manager(endpoint, FakeClock(), store=store, browser=browser, listener=listener)
+    assert (await tokens.login()).value == "fresh"
+    assert len(browser.opened) == 1
+    entry = store.load(cache_key("app", TOKEN_URL))
+    assert entry is not None
+    assert entry.refresh_token == "r-new"
+    assert tokens.forget_login() is True
+    assert tokens.forget_login() is False
+
+
+async def test_login_is_refused_for_a_grant_without_a_browser() -> None:
+    with pytest.raises(OAuthError, match="no browser login"):
+        await cc(FakeTokenEndpoint(), FakeClock()).login()
+
+
+async def test_a_temporary_refusal_is_asked_again_after_retry_after() -> None:
+    busy = TokenReply(503, "application/json", b'{"error":"temporarily_unavailable"}', "2")
+    sleeps = Sleeps()
+    endpoint = FakeTokenEndpoint(busy, json_reply(429, {"error": "slow"}), token_reply("ok"))
+    tokens = manager(
+        endpoint,
+        FakeClock(),
+        sleeps=sleeps,
+        grant="client_credentials",
+        client_secret=SecretStr("s"),
+    )
+    assert (await tokens.token()).value == "ok"
+    assert sleeps.waits == [2.0, 1.0]
+
+
+async def test_a_long_retry_after_is_not_waited_for() -> None:
+    busy = TokenReply(429, "application/json", b'{"error":"rate_limited"}', "120")
+    sleeps = Sleeps()
+    tokens = manager(
+        FakeTokenEndpoint(busy),
+        FakeClock(),
+        sleeps=sleeps,
+        grant="client_credentials",
+        client_secret=SecretStr("s"),
+    )
+    with pytest.raises(TokenEndpointError, match="try again"):
+        await tokens.token()
+    assert sleeps.waits == []
+
+
+async def test_a_temporary_refusal_is_not_asked_forever() -> None:
+    busy = json_reply(503, {"error": "temporarily_unavailable"})
+    sleeps = Sleeps()
+    endpoint = FakeTokenEndpoint(busy, busy, busy)
+    tokens = manager(
+        endpoint,
+        FakeClock(),
+        sleeps=sleeps,
+        grant="client_credentials",
+        client_secret=SecretStr("s"),
+    )
+    with pytest.raises(TokenEndpointError):
+        await tokens.token()
+    assert len(endpoint.requests) == 3
+    assert sleeps.waits == [0.5, 1.0]

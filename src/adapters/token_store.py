@@ -1,0 +1,166 @@
+"""The refresh-token cache on disk: AES-256-GCM files beside a random key file.
+
+Layout of the directory (0700): `key` (32 random bytes, 0600) and one `<sha256>.token` per
+configuration (0600), each `MOP1 | 12-byte nonce | ciphertext`, with the entry's key as the
+associated data so a file copied under another name does not decrypt. Writes go to a
+temporary file that is renamed into place, so a reader never sees half a file.
+
+The key lives beside the tokens so a relaunch needs no password: this keeps tokens from
+casual reads (backups, a shared screen, a grep), not from another program running as the same
+OS user. docs/token-cache.md says so too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import filelock
+import platformdirs
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..domain.cached_login import CachedLogin
+from .stderr_log import package_logger
+
+log = package_logger()
+
+APP_NAME = "mcp-oauth2-proxy"
+MAGIC = b"MOP1"
+NONCE_BYTES = 12
+KEY_BYTES = 32
+LOCK_POLL_SECONDS = 0.05
+
+
+def default_cache_dir() -> Path:
+    """%APPDATA%\\mcp-oauth2-proxy, ~/Library/Application Support/mcp-oauth2-proxy, or
+    ${XDG_CONFIG_HOME:-~/.config}/mcp-oauth2-proxy."""
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False, roaming=True))
+
+
+class EncryptedFileTokenStore:
+    """The TokenStore port on the local disk, with filelock for the cross-process lock."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @asynccontextmanager
+    async def locked(self, key: str) -> AsyncIterator[None]:
+        self._ensure_directory()
+        lock = filelock.FileLock(self.directory / f"{key}.lock")
+        # Polled, not blocking: a blocking acquire in a thread could not be cancelled, and
+        # the holder may be another process's browser login that takes minutes.
+        while True:
+            try:
+                lock.acquire(timeout=0)
+                break
+            except filelock.Timeout:
+                await anyio.sleep(LOCK_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def load(self, key: str) -> CachedLogin | None:
+        path = self._entry(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            log.warning(
+                "ignoring an unreadable token cache file",
+                extra={"path": str(path), "reason": error.strerror},
+            )
+            return None
+        try:
+            if not data.startswith(MAGIC) or len(data) <= len(MAGIC) + NONCE_BYTES:
+                raise ValueError("not a token cache file")
+            nonce = data[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
+            plain = AESGCM(self._key()).decrypt(
+                nonce, data[len(MAGIC) + NONCE_BYTES :], key.encode()
+            )
+            login = CachedLogin.from_bytes(plain)
+        except (InvalidTag, ValueError) as error:
+            reason = "wrong key or tampered" if isinstance(error, InvalidTag) else str(error)
+            log.warning(
+                "ignoring a corrupt token cache file; the next login will replace it",
+                extra={"path": str(path), "reason": reason},
+            )
+            return None
+        if login.key != key:
+            log.warning(
+                "ignoring a token cache file saved for another configuration",
+                extra={"path": str(path)},
+            )
+            return None
+        return login
+
+    def save(self, login: CachedLogin) -> None:
+        self._ensure_directory()
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = AESGCM(self._key()).encrypt(nonce, login.to_bytes(), login.key.encode())
+        _write_atomically(self._entry(login.key), MAGIC + nonce + sealed)
+
+    def delete(self, key: str) -> bool:
+        try:
+            self._entry(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _entry(self, key: str) -> Path:
+        return self.directory / f"{key}.token"
+
+    def _ensure_directory(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _key(self) -> bytes:
+        """The cache key, created on first use. Two processes creating it at once agree:
+        the key is linked into place only if none exists, and the loser reads the winner's."""
+        self._ensure_directory()
+        path = self.directory / "key"
+        for _ in range(3):
+            try:
+                key = path.read_bytes()
+            except FileNotFoundError:
+                candidate = _write_temporary(self.directory, secrets.token_bytes(KEY_BYTES))
+                try:
+                    os.link(candidate, path)
+                except FileExistsError:
+                    pass
+                finally:
+                    candidate.unlink()
+                continue
+            if len(key) == KEY_BYTES:
+                return key
+            log.warning(
+                "replacing a malformed token cache key; cached logins are lost",
+                extra={"path": str(path)},
+            )
+            _write_atomically(path, secrets.token_bytes(KEY_BYTES))
+        return path.read_bytes()
+
+
+def _write_temporary(directory: Path, data: bytes) -> Path:
+    descriptor, name = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:  # mkstemp creates the file readable by its owner only (0600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    return Path(name)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    os.replace(_write_temporary(path.parent, data), path)

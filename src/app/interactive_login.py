@@ -1,0 +1,98 @@
+"""The browser login: the third mode of the authorization-code grant, and `login`.
+
+Steps (RFC 6749 §4.1 with PKCE, RFC 7636; native-app rules of RFC 8252): fresh verifier and
+state, a loopback listener, the authorize URL on stderr (copy it on a remote host) and in the
+default browser, the redirect awaited for `callbackTimeoutSeconds`, the code exchanged with
+the verifier and the exact redirect URI.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from ..adapters.stderr_log import package_logger
+from ..domain.authorization import Denied, authorize_url, redirect_target
+from ..domain.config import OAuth2Config
+from ..domain.errors import ConfigError, ConfigProblem, OAuthError
+from ..domain.pkce import STATE_BYTES, VERIFIER_BYTES, LoginSecrets
+from ..domain.ports import BrowserOpener, CallbackListener, Entropy
+from ..domain.token_exchange import TokenRequestBuilder
+from ..domain.token_lifecycle import IssuedTokens
+from .token_client import TokenClient
+
+log = package_logger()
+
+
+class InteractiveLogin:
+    """Runs one browser login and returns the tokens it earned."""
+
+    def __init__(
+        self,
+        oauth: OAuth2Config,
+        client: TokenClient,
+        builder: TokenRequestBuilder,
+        listener: CallbackListener,
+        browser: BrowserOpener,
+        entropy: Entropy,
+    ) -> None:
+        self._oauth = oauth
+        self._client = client
+        self._builder = builder
+        self._listener = listener
+        self._browser = browser
+        self._entropy = entropy
+
+    async def run(self) -> IssuedTokens:
+        """Raises:
+        ConfigError: no authorization endpoint, or the callback port is taken.
+        OAuthError: the IdP refused, or the login was not finished in time.
+        """
+        endpoint = self._oauth.authorization_url
+        if endpoint is None or self._oauth.client_id is None:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "oauth2.authorizationUrl / OAUTH2_AUTHORIZATION_URL",
+                        "not set",
+                        "interactive login needs the IdP's authorization endpoint",
+                    )
+                ]
+            )
+        secrets = LoginSecrets.from_random(
+            self._entropy.random_bytes(VERIFIER_BYTES), self._entropy.random_bytes(STATE_BYTES)
+        )
+        timeout = self._oauth.callback_timeout_seconds
+        async with self._listener.listening(redirect_target(self._oauth), secrets) as pending:
+            url = authorize_url(
+                self._oauth,
+                endpoint=endpoint,
+                client_id=self._oauth.client_id,
+                redirect_uri=pending.redirect_uri,
+                secrets=secrets,
+            )
+            log.warning(
+                "log in with your browser to continue; if it does not open, open this URL "
+                "yourself (on a remote host, forward the callback port first)",
+                extra={"url": url, "callback": pending.redirect_uri},
+            )
+            await self._browser.open(url)
+            with anyio.move_on_after(timeout) as waiting:
+                outcome = await pending.result()
+            if waiting.cancelled_caught:
+                raise OAuthError(
+                    f"the browser login was not finished within {timeout} s. Finish it sooner, "
+                    "raise oauth2.callbackTimeoutSeconds / OAUTH2_CALLBACK_TIMEOUT_SECONDS, or "
+                    f"check that {pending.redirect_uri} is reachable from the browser (firewall, "
+                    "SSH port forwarding) and registered with the IdP as a redirect URI"
+                )
+            redirect_uri = pending.redirect_uri
+        if isinstance(outcome, Denied):
+            said = (
+                f"{outcome.error}: {outcome.description}" if outcome.description else outcome.error
+            )
+            raise OAuthError(f"the identity provider refused the login: {said}")
+        log.info("browser login received; exchanging the authorization code")
+        request = self._builder.authorization_code(
+            outcome.code, redirect_uri=redirect_uri, code_verifier=secrets.verifier
+        )
+        return await self._client.exchange(request)
