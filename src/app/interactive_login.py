@@ -8,6 +8,8 @@ the verifier and the exact redirect URI.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import anyio
 
 from ..adapters.stderr_log import package_logger
@@ -71,9 +73,10 @@ class InteractiveLogin:
                 secrets=secrets,
             )
             log.warning(
-                "log in with your browser to continue; if it does not open, open this URL "
-                "yourself (on a remote host, forward the callback port first)",
-                extra={"url": url, "callback": pending.redirect_uri},
+                "log in with your browser to continue. If it does not open, open this URL "
+                "yourself (on a remote host, forward port %s to this machine first): %s",
+                urlsplit(pending.redirect_uri).port,
+                url,
             )
             await self._browser.open(url)
             with anyio.move_on_after(timeout) as waiting:
