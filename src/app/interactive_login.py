@@ -72,10 +72,13 @@ class InteractiveLogin:
                 redirect_uri=pending.redirect_uri,
                 secrets=secrets,
             )
+            port = urlsplit(pending.redirect_uri).port
             log.warning(
                 "log in with your browser to continue. If it does not open, open this URL "
-                "yourself (on a remote host, forward port %s to this machine first): %s",
-                urlsplit(pending.redirect_uri).port,
+                "yourself (on a remote host, forward the callback port from your computer "
+                "first: ssh -L %s:127.0.0.1:%s <host>): %s",
+                port,
+                port,
                 url,
             )
             await self._browser.open(url)
