@@ -22,8 +22,8 @@ log = package_logger()
 def safe_to_open(url: str) -> bool:
     """True for https:// URLs and http:// URLs on loopback; nothing else is opened."""
     parts = urlsplit(url)
-    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
-        return False
+    if any(ord(char) < 0x21 or 0x7F <= ord(char) <= 0x9F for char in url):
+        return False  # spaces and control characters (C0, DEL, C1) have no place in a URL
     if parts.scheme == "https":
         return bool(parts.hostname)
     return parts.scheme == "http" and is_loopback_host(parts.hostname or "")

@@ -75,14 +75,29 @@ class LoopbackCallbackListener:
         async def serve(stream: SocketStream) -> None:
             async with stream:
                 with anyio.move_on_after(REQUEST_SECONDS):
-                    await _answer(stream, expected_host, target.path, secrets, pending)
+                    try:
+                        await _answer(stream, expected_host, target.path, secrets, pending)
+                    except h11.ProtocolError as error:
+                        # Not HTTP we understand (or a stray local client): drop the
+                        # connection; the login keeps waiting for the real callback.
+                        log.debug(
+                            "dropped a malformed request to the login listener",
+                            extra={"reason": str(error)},
+                        )
 
+        failure: BaseException | None = None
         async with listener, anyio.create_task_group() as tasks:
             tasks.start_soon(listener.serve, serve)
             try:
                 yield pending
+            except BaseException as error:
+                # Raised out of the task group it would come wrapped in an ExceptionGroup;
+                # the caller's own error (a timeout, say) must reach it as itself.
+                failure = error
             finally:
                 tasks.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
 
 
 async def _answer(
@@ -150,8 +165,13 @@ async def _answer(
             ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
         ],
     )
+    parts: tuple[h11.Response | h11.Data | h11.EndOfMessage, ...] = (
+        (response, h11.EndOfMessage())
+        if event.method == b"HEAD"
+        else (response, h11.Data(data=body), h11.EndOfMessage())
+    )
     try:
-        for part in (response, h11.Data(data=body), h11.EndOfMessage()):
+        for part in parts:
             await stream.send(connection.send(part) or b"")
     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
         return

@@ -29,9 +29,14 @@ class RedirectTarget:
     host: str
     port: int
     path: str
+    configured: str | None = None
 
     def uri(self, port: int | None = None) -> str:
-        """The redirect URI; `port` is the one actually bound when the setting was 0."""
+        """The redirect URI: a configured `redirectUri` exactly as written (IdPs compare it
+        as a string, RFC 6749 §3.1.2), else built with the port actually bound (which
+        differs from the setting when that was 0)."""
+        if self.configured is not None:
+            return self.configured
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{port if port is not None else self.port}{self.path}"
 
@@ -57,7 +62,9 @@ def redirect_target(oauth: OAuth2Config) -> RedirectTarget:
                     )
                 ]
             )
-        return RedirectTarget(parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/")
+        return RedirectTarget(
+            parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/", oauth.redirect_uri
+        )
     if not is_loopback_host(oauth.callback_host):
         raise ConfigError(
             [
