@@ -156,3 +156,11 @@ def test_the_demo_shows_the_whole_path_working() -> None:
     for step in ("HTTP 401 without a token", "tools/list", "add(2, 3)", "lift-off"):
         assert step in result.stdout
     assert "\N{BALLOT X}" not in result.stdout
+
+
+def test_status_and_logout_for_a_grant_that_caches_nothing() -> None:
+    env = client_credentials_env("https://idp.example/token", "s")
+    status = run("status", env=env)
+    assert (status.returncode, "keeps no cached login" in status.stdout) == (1, True)
+    logout = run("logout", env=env)
+    assert (logout.returncode, "nothing to forget" in logout.stdout) == (0, True)
