@@ -20,7 +20,7 @@ from ..adapters.stderr_log import log_to_stderr, package_logger
 from ..domain.config_merge import LoadedConfig
 from ..domain.errors import ConfigError, OAuthError, ProxyError
 from ..domain.settings import CONFIG_FILE_ENV, SETTINGS
-from .container import cache_directory
+from .container import cache_directory, caches_logins
 from .proxy import Proxy
 
 log = package_logger()
@@ -110,6 +110,9 @@ async def _login(loaded: LoadedConfig) -> int:
 
 def _logout(loaded: LoadedConfig) -> int:
     oauth = loaded.config.oauth2
+    if not caches_logins(oauth):
+        print(f"Grant {oauth.grant} keeps no cached login; nothing to forget.")
+        return EXIT_OK
     if Proxy(loaded).logout():
         print(
             f"Logged out: forgot the cached login of client {oauth.client_id} at {oauth.token_url}."
@@ -123,6 +126,9 @@ def _logout(loaded: LoadedConfig) -> int:
 
 def _status(loaded: LoadedConfig) -> int:
     oauth = loaded.config.oauth2
+    if not caches_logins(oauth):
+        print(f"Grant {oauth.grant} keeps no cached login: it asks the IdP at every start.")
+        return EXIT_FAILURE
     cached = Proxy(loaded).cached_login()
     if cached is None:
         print(

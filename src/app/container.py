@@ -53,12 +53,14 @@ def cache_directory(oauth: OAuth2Config) -> Path:
     return default_cache_dir()
 
 
-def store_for_grant(oauth: OAuth2Config, store: Callable[[], TokenStore]) -> TokenStore | None:
+def caches_logins(oauth: OAuth2Config) -> bool:
     """Only the grants that live on refresh tokens use the cache; client credentials and
     passwords can always ask again, and never touch the disk."""
-    if oauth.grant in ("authorization_code", "refresh_token"):
-        return store()
-    return None
+    return oauth.grant in ("authorization_code", "refresh_token")
+
+
+def store_for_grant(oauth: OAuth2Config, store: Callable[[], TokenStore]) -> TokenStore | None:
+    return store() if caches_logins(oauth) else None
 
 
 class Container(containers.DeclarativeContainer):
