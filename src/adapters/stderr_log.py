@@ -97,16 +97,30 @@ def package_logger() -> logging.Logger:
     return logging.getLogger(LOGGER_NAME)
 
 
+def notice_logger() -> logging.Logger:
+    """For what the user must see whatever LOG_LEVEL says (the browser-login URL).
+
+    Its own level is fixed, and a record is level-checked only where it is logged; it then
+    reaches the package logger's handlers, so it lands on stderr in the same format.
+    """
+    notices = logging.getLogger(f"{LOGGER_NAME}.notice")
+    notices.setLevel(logging.INFO)
+    return notices
+
+
 def attach_redaction(redactor: Redactor) -> RedactingFilter:
-    """Mask `redactor`'s secrets in every record of the package logger; returns the filter
-    so its owner can detach it."""
+    """Mask `redactor`'s secrets in every record of the package's loggers; returns the filter
+    so its owner can detach it. (A filter on a logger does not see records that propagate
+    from its children, so the notice logger gets it too.)"""
     redacting = RedactingFilter(redactor)
-    package_logger().addFilter(redacting)
+    for logger in (package_logger(), notice_logger()):
+        logger.addFilter(redacting)
     return redacting
 
 
 def detach_redaction(redacting: RedactingFilter) -> None:
-    package_logger().removeFilter(redacting)
+    for logger in (package_logger(), notice_logger()):
+        logger.removeFilter(redacting)
 
 
 def log_to_stderr(level: LogLevel, stream: IO[str] | None = None) -> None:

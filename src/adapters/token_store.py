@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -120,6 +121,9 @@ class EncryptedFileTokenStore:
 
     def _ensure_directory(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if os.name != "nt" and stat.S_IMODE(self.directory.stat().st_mode) & 0o077:
+            # An existing directory (OAUTH2_TOKEN_CACHE_DIR) readable by others: tighten it.
+            self.directory.chmod(0o700)
 
     def _key(self) -> bytes:
         """The cache key, created on first use. Two processes creating it at once agree:

@@ -94,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _login(loaded: LoadedConfig) -> int:
+    # `login` is the browser login even where the proxy itself may not open one
+    # (oauth2.interactive=false relies on exactly this cached login).
+    oauth = loaded.config.oauth2.model_copy(update={"interactive": True})
+    loaded = LoadedConfig(loaded.config.model_copy(update={"oauth2": oauth}), loaded.sources)
     try:
         async with Proxy(loaded) as proxy:
             await proxy.login()

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from ..adapters.stderr_log import package_logger
 from ..domain.config import OAuth2Config
-from ..domain.errors import ConfigError, ConfigProblem, OAuthError
+from ..domain.errors import ConfigError, ConfigProblem, OAuthError, TokenEndpointError
 from ..domain.token_exchange import TokenRequestBuilder
 from ..domain.token_lifecycle import IssuedTokens
 from .interactive_login import InteractiveLogin
@@ -151,7 +151,18 @@ class AuthorizationCodeGrant:
             request = self._builder.authorization_code(
                 code, redirect_uri=self._redirect_uri, code_verifier=self._verifier
             )
-            return await self._client.exchange(request)
+            try:
+                return await self._client.exchange(request)
+            except TokenEndpointError as error:
+                # A configured code is spent after its first use (often a run before this
+                # one): with a browser at hand, log in instead of failing on it forever.
+                if error.error != "invalid_grant" or self._login is None:
+                    raise
+                log.warning(
+                    "the configured authorization code was rejected (codes are "
+                    "single-use); logging in with the browser instead",
+                    extra={"setting": "oauth2.authorizationCode / OAUTH2_AUTHORIZATION_CODE"},
+                )
         if self._login is not None:
             return await self._login.run()
         raise OAuthError(

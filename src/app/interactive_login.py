@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from ..adapters.stderr_log import package_logger
+from ..adapters.stderr_log import notice_logger, package_logger
 from ..domain.authorization import Denied, authorize_url, redirect_target
 from ..domain.config import OAuth2Config
 from ..domain.errors import ConfigError, ConfigProblem, OAuthError
@@ -23,6 +23,7 @@ from ..domain.token_lifecycle import IssuedTokens
 from .token_client import TokenClient
 
 log = package_logger()
+notices = notice_logger()
 
 
 class InteractiveLogin:
@@ -73,7 +74,7 @@ class InteractiveLogin:
                 secrets=secrets,
             )
             port = urlsplit(pending.redirect_uri).port
-            log.warning(
+            notices.warning(
                 "log in with your browser to continue. If it does not open, open this URL "
                 "yourself (on a remote host, forward the callback port from your computer "
                 "first: ssh -L %s:127.0.0.1:%s <host>): %s",

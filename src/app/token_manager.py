@@ -52,6 +52,7 @@ class TokenManager:
         self._lock = anyio.Lock()
         self._access: AccessToken | None = None
         self._refresh_token = grant.initial_refresh_token
+        self._configured_refresh_token = grant.initial_refresh_token
 
     async def token(self) -> AccessToken:
         """A token that is fresh now: the cached one, or a newly obtained one.
@@ -142,21 +143,34 @@ class TokenManager:
         return issued.access
 
     async def _obtain(self) -> IssuedTokens:
-        refresh_token = self._refresh_token
-        if refresh_token is not None:
+        # The cached refresh token first (the newest rotation), then the configured one, in
+        # case the operator set a new one after the cached one was revoked.
+        candidates = (self._refresh_token, self._configured_refresh_token)
+        rejected: TokenEndpointError | None = None
+        for refresh_token in dict.fromkeys(token for token in candidates if token is not None):
             try:
-                return await self._client.exchange(self._builder.refresh(refresh_token))
+                issued = await self._client.exchange(self._builder.refresh(refresh_token))
             except TokenEndpointError as exc:
                 if exc.error != "invalid_grant":
                     raise
-                self._refresh_token = None
+                rejected = exc
                 self._drop_cached(refresh_token)
-                if not self._grant.can_start:
-                    raise
-                log.warning(
-                    "the refresh token was rejected; starting the grant again",
-                    extra={"grant": self._grant.name},
-                )
+                if refresh_token == self._configured_refresh_token:
+                    self._configured_refresh_token = None
+                continue
+            if refresh_token == self._configured_refresh_token:
+                # Spent now: sending it again would look like token theft to an IdP that
+                # detects refresh-token reuse, and revoke the whole login.
+                self._configured_refresh_token = None
+            return issued
+        self._refresh_token = None
+        if rejected is not None:
+            if not self._grant.can_start:
+                raise rejected
+            log.warning(
+                "the refresh token was rejected; starting the grant again",
+                extra={"grant": self._grant.name},
+            )
         return await self._grant.start()
 
     def _drop_cached(self, rejected: str) -> None:

@@ -35,15 +35,8 @@ def check_grant_requirements(loaded: LoadedConfig) -> None:
                     f'"{setting.path}" in the config file',
                 )
             )
-    has_start = oauth.refresh_token is not None or oauth.authorization_code is not None
-    if oauth.grant == "authorization_code" and not has_start and not oauth.interactive:
-        problems.append(
-            ConfigProblem(
-                "oauth2.interactive",
-                loaded.source_of("oauth2.interactive").describe("oauth2.interactive"),
-                "is false, so grant authorization_code needs a refresh token "
-                "(OAUTH2_REFRESH_TOKEN) or a one-shot code (OAUTH2_AUTHORIZATION_CODE)",
-            )
-        )
+    # authorization_code with interactive=false and no refresh token or code is no error
+    # here: a login cached by `mcp-oauth2-proxy login` is a start; without one, the first
+    # token request says to log in.
     if problems:
         raise ConfigError(problems)

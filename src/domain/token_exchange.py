@@ -218,8 +218,9 @@ _HINTS = {
     "access_denied": "The IdP denied access: check the client's and the user's permissions.",
 }
 _INVALID_GRANT_HINTS = {
-    "refresh_token": "The refresh token is expired or revoked: log in again with "
-    "`mcp-oauth2-proxy login`, or set a new oauth2.refreshToken / OAUTH2_REFRESH_TOKEN.",
+    "refresh_token": "The refresh token is expired or revoked: log in again (`mcp-oauth2-proxy "
+    "login`, for grant authorization_code), or set a new oauth2.refreshToken / "
+    "OAUTH2_REFRESH_TOKEN.",
     "authorization_code": "The authorization code is used, expired, or does not match "
     "oauth2.redirectUri / OAUTH2_REDIRECT_URI and oauth2.codeVerifier / OAUTH2_CODE_VERIFIER.",
     "password": "Check oauth2.username / OAUTH2_USERNAME and oauth2.password / OAUTH2_PASSWORD.",

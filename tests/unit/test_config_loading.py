@@ -329,29 +329,9 @@ def test_refresh_token_grant_from_the_file_passes() -> None:
 
 
 @pytest.mark.parametrize("flag", ["false", "0", "no", "off"])
-def test_authorization_code_not_interactive_needs_a_start(flag: str) -> None:
+def test_authorization_code_not_interactive_may_rely_on_a_cached_login(flag: str) -> None:
     env = {**MINIMAL_ENV, "OAUTH2_GRANT": "authorization_code", "OAUTH2_INTERACTIVE": flag}
-
-    with pytest.raises(ConfigError) as caught:
-        load_config(env, fake_reader())
-
-    (problem,) = caught.value.problems
-    assert problem.field == "oauth2.interactive"
-    assert problem.source == "env OAUTH2_INTERACTIVE"
-    assert "OAUTH2_REFRESH_TOKEN" in problem.message
-    assert "OAUTH2_AUTHORIZATION_CODE" in problem.message
-
-
-def test_authorization_code_not_interactive_from_the_file_names_the_file() -> None:
-    path = "/etc/proxy.json"
-    reader = fake_reader({path: {"oauth2": {"interactive": False}}})
-
-    with pytest.raises(ConfigError) as caught:
-        load_config({**MINIMAL_ENV, "MCP_PROXY_CONFIG": path}, reader)
-
-    (problem,) = caught.value.problems
-    assert problem.field == "oauth2.interactive"
-    assert problem.source == f"{path}, key oauth2.interactive"
+    assert load_config(env, fake_reader()).config.oauth2.interactive is False
 
 
 @pytest.mark.parametrize(

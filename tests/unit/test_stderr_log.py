@@ -14,6 +14,7 @@ from mcp_oauth2_proxy.adapters.stderr_log import (
     attach_redaction,
     detach_redaction,
     log_to_stderr,
+    notice_logger,
     package_logger,
 )
 from mcp_oauth2_proxy.domain.redaction import Redactor
@@ -100,3 +101,18 @@ def test_a_second_install_replaces_the_first_handler(stream: io.StringIO) -> Non
     log_to_stderr("info", stream)
     package_logger().info("once")
     assert stream.getvalue().count("once") == 1
+
+
+def test_notices_show_whatever_the_level_and_are_redacted(stream: io.StringIO) -> None:
+    log_to_stderr("fatal", stream)
+    redactor = Redactor()
+    redactor.register("secret-in-notice")
+    redacting = attach_redaction(redactor)
+    try:
+        notice_logger().warning("open https://idp.example/authorize secret-in-notice")
+        package_logger().warning("an ordinary warning")
+    finally:
+        detach_redaction(redacting)
+    text = stream.getvalue()
+    assert "open https://idp.example/authorize ***" in text
+    assert "ordinary" not in text

@@ -421,3 +421,37 @@ async def test_a_temporary_refusal_is_not_asked_forever() -> None:
         await tokens.token()
     assert len(endpoint.requests) == 3
     assert sleeps.waits == [0.5, 1.0]
+
+
+async def test_a_new_configured_refresh_token_is_tried_when_the_cached_one_is_revoked() -> None:
+    store = FakeTokenStore()
+    store.save(cached("r-revoked"))
+    endpoint = FakeTokenEndpoint(INVALID_GRANT, token_reply("a1", refresh="r-next"))
+    tokens = manager(
+        endpoint, FakeClock(), store=store, grant="refresh_token", refresh_token="r-new"
+    )
+    assert (await tokens.token()).value == "a1"
+    assert [form["refresh_token"] for form in endpoint.forms] == ["r-revoked", "r-new"]
+
+
+async def test_a_spent_configured_refresh_token_is_never_sent_again() -> None:
+    store = FakeTokenStore()
+    endpoint = FakeTokenEndpoint(token_reply("a1", expires_in=60, refresh="r1"), INVALID_GRANT)
+    clock = FakeClock()
+    tokens = manager(endpoint, clock, store=store, grant="refresh_token", refresh_token="r0")
+    await tokens.token()
+    clock.advance(60)
+    with pytest.raises(TokenEndpointError):
+        await tokens.token()
+    assert [form["refresh_token"] for form in endpoint.forms] == ["r0", "r1"]
+
+
+async def test_a_spent_configured_code_falls_back_to_the_browser() -> None:
+    listener = ScriptedCallbackListener()
+    browser = approving(listener, code="fresh-code")
+    endpoint = FakeTokenEndpoint(INVALID_GRANT, token_reply("a1"))
+    tokens = manager(
+        endpoint, FakeClock(), browser=browser, listener=listener, authorization_code="spent"
+    )
+    assert (await tokens.token()).value == "a1"
+    assert [form["code"] for form in endpoint.forms] == ["spent", "fresh-code"]

@@ -465,3 +465,12 @@ def test_default_cache_dir_falls_back_to_dot_config(
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert default_cache_dir() == tmp_path / ".config" / "mcp-oauth2-proxy"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_an_existing_open_directory_is_tightened(tmp_path: Path) -> None:
+    directory = tmp_path / "shared"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    EncryptedFileTokenStore(directory).save(CachedLogin("app", "https://i/t", "rt", 1.0))
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
