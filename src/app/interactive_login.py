@@ -51,7 +51,7 @@ class InteractiveLogin:
         OAuthError: the IdP refused, or the login was not finished in time.
         """
         endpoint = self._oauth.authorization_url
-        if endpoint is None or self._oauth.client_id is None:
+        if endpoint is None:
             raise ConfigError(
                 [
                     ConfigProblem(
@@ -69,9 +69,11 @@ class InteractiveLogin:
             url = authorize_url(
                 self._oauth,
                 endpoint=endpoint,
-                client_id=self._oauth.client_id,
+                client_id=self._builder.client_id,
                 redirect_uri=pending.redirect_uri,
                 secrets=secrets,
+                scope=self._builder.scope,
+                resource=self._builder.resource,
             )
             port = urlsplit(pending.redirect_uri).port
             notices.warning(

@@ -86,9 +86,12 @@ def authorize_url(
     client_id: str,
     redirect_uri: str,
     secrets: LoginSecrets,
+    scope: str | None,
+    resource: str | None,
 ) -> str:
     """The URL the user opens (RFC 6749 §4.1.1, RFC 7636 §4.3, RFC 8707 §2.1); a query the
-    endpoint already has is kept."""
+    endpoint already has is kept. `scope` and `resource` are the ones in force now (step-up
+    widens the scope), `oauth` gives the audience and extra parameters."""
     params = {
         "response_type": "code",
         "client_id": client_id,
@@ -98,9 +101,9 @@ def authorize_url(
         "code_challenge_method": "S256",
     }
     for name, value in (
-        ("scope", oauth.scope),
+        ("scope", scope),
         ("audience", oauth.audience),
-        ("resource", oauth.resource),
+        ("resource", resource),
     ):
         if value is not None:
             params[name] = value

@@ -80,17 +80,31 @@ class ClientCredentials:
 
 
 class TokenRequestBuilder:
-    """Builds the form body of every grant from one OAuth2 configuration."""
+    """Builds the form body of every grant from one OAuth2 configuration.
+
+    What may change while the proxy runs is held here, once, for the token requests and the
+    browser login alike: the client (a dynamically registered client can be registered
+    again), the scope (step-up authorization widens it) and the resource indicator (dropped
+    for an IdP that refuses it).
+    """
 
     def __init__(self, oauth: OAuth2Config, *, token_url: str, client_id: str) -> None:
         secret = oauth.client_secret.get_secret_value() if oauth.client_secret else None
         self.token_url = token_url
-        self.client_id = client_id
+        self._style = oauth.auth_style
         self._client = ClientCredentials(client_id, secret, oauth.auth_style)
-        self._scope = oauth.scope
+        self.scope = oauth.scope
+        self.resource = resource_indicator(oauth.resource)
         self._audience = oauth.audience
-        self._resource = oauth.resource
         self._extra = dict(oauth.extra_params)
+
+    @property
+    def client_id(self) -> str:
+        return self._client.client_id
+
+    def identify(self, client_id: str, client_secret: str | None) -> None:
+        """Act as another client from now on (after a new dynamic registration)."""
+        self._client = ClientCredentials(client_id, client_secret, self._style)
 
     def client_credentials(self) -> TokenRequest:
         return self._build("client_credentials", {}, requested=True)
@@ -120,16 +134,27 @@ class TokenRequestBuilder:
         scope: bool = False,
     ) -> TokenRequest:
         form = {"grant_type": grant, **fields}
-        if (requested or scope) and self._scope is not None:
-            form["scope"] = self._scope
+        if (requested or scope) and self.scope is not None:
+            form["scope"] = self.scope
         if requested and self._audience is not None:
             form["audience"] = self._audience
-        if self._resource is not None:
-            form["resource"] = self._resource
+        if self.resource is not None:
+            form["resource"] = self.resource
         headers = self._client.apply(form)
         # extraParams cannot name the grant's own fields (config.RESERVED_PARAMS).
         form.update(self._extra)
         return TokenRequest(self.token_url, grant, tuple(form.items()), headers)
+
+
+RESOURCE_OFF = "none"
+
+
+def resource_indicator(configured: str | None) -> str | None:
+    """The RFC 8707 `resource` to send: the setting, or nothing when it says `none` (for an
+    IdP that refuses the parameter)."""
+    if configured is None or configured.lower() == RESOURCE_OFF:
+        return None
+    return configured
 
 
 class _TokenResponse(BaseModel):

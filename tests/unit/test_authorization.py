@@ -33,14 +33,17 @@ REDIRECT = "http://127.0.0.1:53682/callback"
 
 
 def build(oauth: OAuth2Config | None = None, **overrides: Any) -> str:
+    oauth = oauth or OAuth2Config()
     arguments: dict[str, Any] = {
         "endpoint": ENDPOINT,
         "client_id": "app",
         "redirect_uri": REDIRECT,
         "secrets": SECRETS,
+        "scope": oauth.scope,
+        "resource": oauth.resource,
         **overrides,
     }
-    return authorize_url(oauth or OAuth2Config(), **arguments)
+    return authorize_url(oauth, **arguments)
 
 
 def query_pairs(url: str) -> list[tuple[str, str]]:
