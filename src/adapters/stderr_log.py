@@ -52,9 +52,11 @@ class RedactingFilter(logging.Filter):
             if name not in _STANDARD_ATTRIBUTES:
                 record.__dict__[name] = redact(str(value))
         if record.exc_info:
-            formatter = logging.Formatter()
-            record.exc_text = redact(formatter.formatException(record.exc_info))
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
+        if record.exc_text:
+            # Redacted even when another filter rendered it first (with other secrets).
+            record.exc_text = redact(record.exc_text)
         return True
 
 

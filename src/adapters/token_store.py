@@ -107,7 +107,7 @@ class EncryptedFileTokenStore:
         self._ensure_directory()
         nonce = secrets.token_bytes(NONCE_BYTES)
         sealed = AESGCM(self._key()).encrypt(nonce, login.to_bytes(), login.key.encode())
-        _write_atomically(self._entry(login.key), MAGIC + nonce + sealed)
+        write_atomically(self._entry(login.key), MAGIC + nonce + sealed)
 
     def delete(self, key: str) -> bool:
         try:
@@ -148,7 +148,7 @@ class EncryptedFileTokenStore:
                 "replacing a malformed token cache key; cached logins are lost",
                 extra={"path": str(path)},
             )
-            _write_atomically(path, secrets.token_bytes(KEY_BYTES))
+            write_atomically(path, secrets.token_bytes(KEY_BYTES))
         return path.read_bytes()
 
 
@@ -166,5 +166,6 @@ def _write_temporary(directory: Path, data: bytes) -> Path:
     return Path(name)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a reader sees the old file or the new, never half."""
     os.replace(_write_temporary(path.parent, data), path)

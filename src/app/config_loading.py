@@ -25,8 +25,9 @@ def load_config(env: Mapping[str, str], reader: ConfigFileReader) -> LoadedConfi
     return loaded
 
 
-def check_config(loaded: LoadedConfig) -> None:
-    """The checks every configuration passes before use, however it was built.
+def check_config(loaded: LoadedConfig, *, discovery_pending: bool = True) -> None:
+    """The checks every configuration passes before use, however it was built; while
+    discovery is still to run, what it can find may be missing.
 
     Raises:
         InsecureUrlError: a URL setting would carry secrets in cleartext off loopback.
@@ -34,7 +35,10 @@ def check_config(loaded: LoadedConfig) -> None:
             together so one run shows everything to fix.
     """
     errors: list[ConfigError] = []
-    for check in (check_config_urls, check_grant_requirements):
+    for check in (
+        check_config_urls,
+        lambda config: check_grant_requirements(config, discovery_pending=discovery_pending),
+    ):
         try:
             check(loaded)
         except ConfigError as error:

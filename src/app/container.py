@@ -16,9 +16,11 @@ from dependency_injector import containers, providers
 
 from ..adapters.browser import SystemBrowser
 from ..adapters.callback_listener import LoopbackCallbackListener
+from ..adapters.client_registry import FileClientRegistry
 from ..adapters.config_file import JsonConfigFile
 from ..adapters.entropy import SystemEntropy
 from ..adapters.http_client import HttpClient, build_http_client
+from ..adapters.http_discovery import HttpDiscovery
 from ..adapters.http_token_endpoint import HttpTokenEndpoint
 from ..adapters.http_upstream import HttpUpstream
 from ..adapters.stdio import ProcessStdio, StdioChannel
@@ -26,11 +28,14 @@ from ..adapters.system_clock import SystemClock
 from ..adapters.token_store import EncryptedFileTokenStore, default_cache_dir
 from ..domain.config import OAuth2Config, ProxyConfig, UpstreamConfig
 from ..domain.config_merge import LoadedConfig
+from ..domain.discovery import Discovered
 from ..domain.ports import (
     BrowserOpener,
     CallbackListener,
+    ClientRegistry,
     Clock,
     ConfigFileReader,
+    DiscoveryTransport,
     Entropy,
     TokenEndpoint,
     TokenStore,
@@ -40,6 +45,7 @@ from ..domain.redaction import Redactor
 from ..domain.token_exchange import TokenRequestBuilder
 from .bridge import Bridge
 from .config_loading import load_config
+from .discovery import Discovery, Registrar
 from .grants import Grant, build_grant, build_token_requests
 from .interactive_login import InteractiveLogin
 from .token_client import TokenClient
@@ -61,6 +67,18 @@ def caches_logins(oauth: OAuth2Config) -> bool:
 
 def store_for_grant(oauth: OAuth2Config, store: Callable[[], TokenStore]) -> TokenStore | None:
     return store() if caches_logins(oauth) else None
+
+
+def registrar_for(
+    loaded: LoadedConfig,
+    found: Discovered | None,
+    discovery: Discovery,
+    builder: TokenRequestBuilder,
+) -> Registrar | None:
+    """A Registrar when this proxy registered its own client (and may need to again)."""
+    if found is None or loaded.source_of("oauth2.clientId").kind != "discovery":
+        return None
+    return Registrar(discovery, found, loaded.config.oauth2, builder)
 
 
 class Container(containers.DeclarativeContainer):
@@ -104,8 +122,33 @@ class Container(containers.DeclarativeContainer):
     token_store: providers.Provider[TokenStore] = providers.Singleton(
         EncryptedFileTokenStore, providers.Callable(cache_directory, oauth2)
     )
+    discovery_transport: providers.Provider[DiscoveryTransport] = providers.Singleton(
+        HttpDiscovery,
+        http_client,
+        allow_insecure_http=providers.Callable(
+            lambda config: config.security.allow_insecure_http, config
+        ),
+    )
+    client_registry: providers.Provider[ClientRegistry] = providers.Singleton(
+        FileClientRegistry, providers.Callable(cache_directory, oauth2)
+    )
+    discovery: providers.Provider[Discovery] = providers.Singleton(
+        Discovery, discovery_transport, client_registry
+    )
+    # What startup discovery found (set by Proxy once it has run), else None.
+    discovered: providers.Provider[Discovered | None] = providers.Object(None)
+    registrar: providers.Provider[Registrar | None] = providers.Singleton(
+        registrar_for, loaded_config, discovered, discovery, token_requests
+    )
     interactive_login: providers.Provider[InteractiveLogin] = providers.Singleton(
-        InteractiveLogin, oauth2, token_client, token_requests, callback_listener, browser, entropy
+        InteractiveLogin,
+        oauth2,
+        token_client,
+        token_requests,
+        callback_listener,
+        browser,
+        entropy,
+        discovered,
     )
     grant: providers.Provider[Grant] = providers.Singleton(
         build_grant, oauth2, token_client, token_requests, interactive_login.provider
@@ -117,6 +160,7 @@ class Container(containers.DeclarativeContainer):
         token_requests,
         clock,
         providers.Callable(store_for_grant, oauth2, token_store.provider),
+        registrar,
     )
 
     upstream: providers.Provider[UpstreamTransport] = providers.Singleton(

@@ -15,6 +15,7 @@ import anyio
 from ..adapters.stderr_log import notice_logger, package_logger
 from ..domain.authorization import Denied, authorize_url, redirect_target
 from ..domain.config import OAuth2Config
+from ..domain.discovery import Discovered
 from ..domain.errors import ConfigError, ConfigProblem, OAuthError
 from ..domain.pkce import STATE_BYTES, VERIFIER_BYTES, LoginSecrets
 from ..domain.ports import BrowserOpener, CallbackListener, Entropy
@@ -37,6 +38,7 @@ class InteractiveLogin:
         listener: CallbackListener,
         browser: BrowserOpener,
         entropy: Entropy,
+        discovered: Discovered | None = None,
     ) -> None:
         self._oauth = oauth
         self._client = client
@@ -44,6 +46,7 @@ class InteractiveLogin:
         self._listener = listener
         self._browser = browser
         self._entropy = entropy
+        self._discovered = discovered
 
     async def run(self) -> IssuedTokens:
         """Raises:
@@ -61,8 +64,19 @@ class InteractiveLogin:
                     )
                 ]
             )
+        found = self._discovered
+        if found is not None and not found.s256_advertised and not self._oauth.assume_pkce:
+            raise OAuthError(
+                f"the authorization server {found.issuer} does not advertise PKCE with S256 "
+                "(code_challenge_methods_supported), which MCP requires for a browser login. "
+                "If you know it supports PKCE anyway, set oauth2.assumePkce / "
+                "OAUTH2_ASSUME_PKCE=true"
+            )
         secrets = LoginSecrets.from_random(
-            self._entropy.random_bytes(VERIFIER_BYTES), self._entropy.random_bytes(STATE_BYTES)
+            self._entropy.random_bytes(VERIFIER_BYTES),
+            self._entropy.random_bytes(STATE_BYTES),
+            issuer=found.issuer if found is not None else None,
+            issuer_required=found is not None and found.iss_parameter_supported,
         )
         timeout = self._oauth.callback_timeout_seconds
         async with self._listener.listening(redirect_target(self._oauth), secrets) as pending:

@@ -109,8 +109,24 @@ class Proxy:
         redactor = self.container.redactor()
         redactor.register(*self.config.secrets())
         self._stack.callback(detach_redaction, attach_redaction(redactor))
-        await self._stack.enter_async_context(self.container.http_client())
+        try:
+            await self._stack.enter_async_context(self.container.http_client())
+            await self._discover()
+        except BaseException:
+            # __aexit__ will not run for a failed __aenter__: undo what was set up.
+            await self._stack.aclose()
+            raise
         return self
+
+    async def _discover(self) -> None:
+        """Fill in what the configuration lacks from the upstream's metadata, once, before
+        anything uses the token machinery (whose parts are built from the result)."""
+        loaded, found = await self.container.discovery().resolve(self.container.loaded_config())
+        check_config(loaded, discovery_pending=False)
+        if found is not None:
+            self.container.loaded_config.override(providers.Object(loaded))
+            self.container.discovered.override(providers.Object(found))
+            self.config = loaded.config
 
     async def __aexit__(
         self,

@@ -26,6 +26,7 @@ from ..domain.errors import OAuthError, TokenEndpointError
 from ..domain.ports import Clock, TokenStore
 from ..domain.token_exchange import TokenRequestBuilder
 from ..domain.token_lifecycle import AccessToken, IssuedTokens
+from .discovery import Registrar
 from .grants import Grant
 from .token_client import TokenClient
 
@@ -42,12 +43,14 @@ class TokenManager:
         builder: TokenRequestBuilder,
         clock: Clock,
         store: TokenStore | None = None,
+        registrar: Registrar | None = None,
     ) -> None:
         self._grant = grant
         self._client = client
         self._builder = builder
         self._clock = clock
         self._store = store
+        self._registrar = registrar
         self._key = cache_key(builder.client_id, builder.token_url)
         self._lock = anyio.Lock()
         self._access: AccessToken | None = None
@@ -69,7 +72,7 @@ class TokenManager:
                 return current
             async with self._shared():
                 # Kept (and saved) before the cross-process lock is released.
-                return self._keep(await self._obtain())
+                return self._keep(await self._obtain_as_registered())
 
     async def login(self) -> AccessToken:
         """Run the grant's browser login now, whatever is cached (the `login` command).
@@ -171,6 +174,23 @@ class TokenManager:
                 "the refresh token was rejected; starting the grant again",
                 extra={"grant": self._grant.name},
             )
+        return await self._grant.start()
+
+    async def _obtain_as_registered(self) -> IssuedTokens:
+        """`_obtain`, registering this proxy's client again (once) if the authorization
+        server no longer knows the one it registered dynamically."""
+        try:
+            return await self._obtain()
+        except TokenEndpointError as error:
+            if error.error != "invalid_client" or self._registrar is None:
+                raise
+        log.warning(
+            "the authorization server no longer knows this proxy's registered "
+            "client; registering it again"
+        )
+        await self._registrar.register_again()
+        self._refresh_token = None
+        self._configured_refresh_token = None
         return await self._grant.start()
 
     def _drop_cached(self, rejected: str) -> None:

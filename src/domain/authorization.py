@@ -159,9 +159,19 @@ def judge_callback(
     if state is None or not hmac.compare_digest(state.encode(), secrets.state.encode()):
         # A wrong state is not ours, whatever else it says: its error is not shown either.
         return Refused(400, "the state does not match this login")
+    if not _from_expected_issuer(query.get("iss"), secrets):
+        # RFC 9207 §2.4: a response from another issuer (a mix-up attack) is not acted on,
+        # and its error is not shown either.
+        return Refused(400, "the iss parameter is not the authorization server's (RFC 9207)")
     if "error" in query:
         return Denied(query["error"], query.get("error_description"))
     code = query.get("code")
     if not code:
         return Refused(400, "the callback has no authorization code")
     return Granted(code)
+
+
+def _from_expected_issuer(issuer: str | None, secrets: LoginSecrets) -> bool:
+    if secrets.issuer is None or (issuer is None and not secrets.issuer_required):
+        return True
+    return issuer is not None and hmac.compare_digest(issuer.encode(), secrets.issuer.encode())

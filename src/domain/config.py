@@ -143,6 +143,7 @@ class OAuth2Config(_Section):
     token_cache_dir: NonEmpty | None = None
     username: NonEmpty | None = None
     password: Secret | None = None
+    assume_pkce: bool = False
 
 
 class DiscoveryConfig(_Section):

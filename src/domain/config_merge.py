@@ -35,14 +35,17 @@ _SECTIONS = tuple(ProxyConfig.model_fields)
 
 @dataclass(frozen=True)
 class Source:
-    """Where one value came from: the default, a config file, or an environment variable."""
+    """Where one value came from: the default, a config file, an environment variable, or
+    discovery from the upstream."""
 
-    kind: Literal["default", "file", "env"]
+    kind: Literal["default", "file", "env", "discovery"]
     where: str = ""
 
     def describe(self, path: str) -> str:
         if self.kind == "env":
             return f"env {self.where}"
+        if self.kind == "discovery":
+            return f"discovered from {self.where}"
         if self.kind == "file":
             return f"{self.where}, key {path}"
         return "default"

@@ -1,7 +1,8 @@
 """Which settings each grant cannot do without, checked before the first token request.
 
-Checked after the merge (and, once discovery exists, after it has filled in what it found), so
-a missing client id is reported at startup with the names to set, not as an IdP error later.
+Checked after the merge and again after discovery has filled in what it found, so a missing
+client id is reported at startup with the names to set, not as an IdP error later. Before
+discovery, what discovery can find (the token endpoint, a registered client id) may be unset.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ _BY_GRANT: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_grant_requirements(loaded: LoadedConfig) -> None:
+def check_grant_requirements(loaded: LoadedConfig, *, discovery_pending: bool = False) -> None:
     """Raise one ConfigError naming every setting the configured grant still lacks."""
     oauth = loaded.config.oauth2
     values = oauth.model_dump(by_alias=True)
     problems: list[ConfigProblem] = []
-    for path in (*_ALWAYS, *_BY_GRANT[oauth.grant]):
+    always = () if discovery_pending and loaded.config.discovery.enabled else _ALWAYS
+    for path in (*always, *_BY_GRANT[oauth.grant]):
         if values[path.split(".", 1)[1]] is None:
             setting = SETTINGS_BY_PATH[path]
             problems.append(
@@ -32,7 +34,12 @@ def check_grant_requirements(loaded: LoadedConfig) -> None:
                     path,
                     "not set",
                     f"required for grant {oauth.grant}: set {setting.env} or "
-                    f'"{setting.path}" in the config file',
+                    f'"{setting.path}" in the config file'
+                    + (
+                        ""
+                        if discovery_pending or not loaded.config.discovery.enabled
+                        else " (discovery did not find it)"
+                    ),
                 )
             )
     # authorization_code with interactive=false and no refresh token or code is no error

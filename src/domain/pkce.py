@@ -26,14 +26,24 @@ def code_challenge(verifier: str) -> str:
 
 @dataclass(frozen=True)
 class LoginSecrets:
-    """What one browser login keeps to itself until the callback: verifier and state."""
+    """What one browser login keeps to itself until the callback: verifier and state; and,
+    when discovery recorded it, the issuer that must have sent the callback (RFC 9207)."""
 
     verifier: str
     state: str
+    issuer: str | None = None
+    issuer_required: bool = False
 
     @classmethod
-    def from_random(cls, verifier_bytes: bytes, state_bytes: bytes) -> LoginSecrets:
-        return cls(verifier=b64url(verifier_bytes), state=b64url(state_bytes))
+    def from_random(
+        cls,
+        verifier_bytes: bytes,
+        state_bytes: bytes,
+        *,
+        issuer: str | None = None,
+        issuer_required: bool = False,
+    ) -> LoginSecrets:
+        return cls(b64url(verifier_bytes), b64url(state_bytes), issuer, issuer_required)
 
     @property
     def challenge(self) -> str:

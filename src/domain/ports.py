@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 
 from .authorization import Denied, Granted, RedirectTarget
 from .cached_login import CachedLogin
+from .client_registration import RegisteredClient
 from .line_framing import Oversized
 from .pkce import LoginSecrets
 from .token_exchange import TokenReply, TokenRequest
@@ -144,3 +145,43 @@ class CallbackListener(Protocol):
         Raises ConfigError naming OAUTH2_CALLBACK_PORT when the port is taken.
         """
         ...
+
+
+class MetadataReply(Protocol):
+    """What a discovery request got: the status, the JSON document if the body was one, and
+    the `WWW-Authenticate` header."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def document(self) -> object: ...
+
+    @property
+    def challenge(self) -> str | None: ...
+
+
+class DiscoveryTransport(Protocol):
+    """HTTP for discovery and registration, never carrying a token.
+
+    Redirects are followed only to URLs the insecure-URL guard accepts. Raises
+    UpstreamError (for the MCP server) or IdpUnreachableError when there is no answer.
+    """
+
+    async def probe(self, url: str) -> MetadataReply:
+        """An unauthenticated MCP POST: the server's 401 names its metadata."""
+        ...
+
+    async def get_json(self, url: str) -> MetadataReply: ...
+
+    async def post_json(self, url: str, document: Mapping[str, object]) -> MetadataReply: ...
+
+
+class ClientRegistry(Protocol):
+    """Clients registered dynamically (RFC 7591), kept per authorization server (issuer)."""
+
+    def load(self, issuer: str) -> RegisteredClient | None: ...
+
+    def save(self, client: RegisteredClient) -> None: ...
+
+    def forget(self, issuer: str) -> None: ...

@@ -193,6 +193,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Resource owner's password (password grant).",
     ),
     Setting(
+        "oauth2.assumePkce",
+        "OAUTH2_ASSUME_PKCE",
+        Kind.BOOLEAN,
+        "Log in even though the discovered server does not advertise PKCE S256.",
+    ),
+    Setting(
         "discovery.enabled",
         "DISCOVERY_ENABLED",
         Kind.BOOLEAN,

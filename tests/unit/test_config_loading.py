@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mcp_oauth2_proxy.adapters.config_file import JsonConfigFile
-from mcp_oauth2_proxy.app.config_loading import load_config
+from mcp_oauth2_proxy.app.config_loading import check_config, load_config
 from mcp_oauth2_proxy.domain.config_merge import Source
 from mcp_oauth2_proxy.domain.errors import ConfigError, ConfigProblem, InsecureUrlError
 from mcp_oauth2_proxy.domain.ports import ConfigFileReader
@@ -248,14 +248,22 @@ def test_json_config_file_satisfies_the_port() -> None:
 # --- grant requirements ---------------------------------------------------------------------
 
 
-def test_client_id_and_token_url_are_always_required() -> None:
+def test_client_id_and_token_url_are_required_without_discovery() -> None:
     with pytest.raises(ConfigError) as caught:
-        load_config({"UPSTREAM_URL": UPSTREAM}, fake_reader())
+        load_config({"UPSTREAM_URL": UPSTREAM, "DISCOVERY_ENABLED": "false"}, fake_reader())
 
     problems = problems_by_field(caught.value)
     assert set(problems) == {"oauth2.clientId", "oauth2.tokenUrl"}
     assert "OAUTH2_CLIENT_ID" in problems["oauth2.clientId"].message
     assert "OAUTH2_TOKEN_URL" in problems["oauth2.tokenUrl"].message
+
+
+def test_with_discovery_only_the_upstream_url_is_needed() -> None:
+    loaded = load_config({"UPSTREAM_URL": UPSTREAM}, fake_reader())
+    assert loaded.config.oauth2.client_id is None
+    assert loaded.config.oauth2.token_url is None
+    with pytest.raises(ConfigError, match="discovery did not find it"):
+        check_config(loaded, discovery_pending=False)
 
 
 def test_client_credentials_without_secret_names_oauth2_client_secret() -> None:

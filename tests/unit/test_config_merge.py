@@ -49,6 +49,7 @@ FIELD_OF_ENV: dict[str, tuple[str, str]] = {
     "OAUTH2_TOKEN_CACHE_DIR": ("oauth2", "token_cache_dir"),
     "OAUTH2_USERNAME": ("oauth2", "username"),
     "OAUTH2_PASSWORD": ("oauth2", "password"),
+    "OAUTH2_ASSUME_PKCE": ("oauth2", "assume_pkce"),
     "DISCOVERY_ENABLED": ("discovery", "enabled"),
     "LOG_LEVEL": ("log", "level"),
     "ALLOW_INSECURE_HTTP": ("security", "allow_insecure_http"),

@@ -14,6 +14,7 @@ from mcp_oauth2_proxy import (
     OAuth2Config,
     Proxy,
     ProxyConfig,
+    ProxyError,
     UpstreamConfig,
 )
 from mcp_oauth2_proxy.adapters.http_token_endpoint import HttpTokenEndpoint
@@ -94,3 +95,20 @@ def test_a_python_config_is_checked_like_a_loaded_one() -> None:
         )
     with pytest.raises(InsecureUrlError, match="ALLOW_INSECURE_HTTP"):
         Proxy(CONFIG.model_copy(update={"upstream": UpstreamConfig(url="http://mcp.example/mcp")}))
+
+
+@pytest.mark.anyio
+async def test_a_proxy_that_fails_to_start_leaves_nothing_behind() -> None:
+    # Discovery runs (no token URL) against a closed loopback port, and fails.
+    config = CONFIG.model_copy(
+        update={
+            "upstream": UpstreamConfig(url="http://127.0.0.1:9/mcp"),
+            "oauth2": OAuth2Config(client_id="app", client_secret=SecretStr("s")),
+        }
+    )
+    before = list(package_logger().filters)
+    proxy = Proxy(config)
+    with pytest.raises(ProxyError):
+        async with proxy:
+            raise AssertionError("the proxy should not have started")
+    assert package_logger().filters == before

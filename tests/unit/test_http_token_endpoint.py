@@ -98,6 +98,7 @@ def form(request: httpx.Request) -> dict[str, str]:
             {
                 "grant": "authorization_code",
                 "authorization_code": "code-1",
+                "interactive": False,
                 "code_verifier": "ver-1",
                 "redirect_uri": "http://127.0.0.1:53682/callback",
             },

@@ -1,0 +1,235 @@
+"""Discovery and client registration: from just the upstream URL to a usable OAuth2 client.
+
+One round at startup, bounded in time (DISCOVERY_TIMEOUT_SECONDS): probe the upstream
+without a token, read its protected resource metadata, read its authorization server's
+metadata, then find a client id (configured, else registered dynamically). Explicit settings
+always win over what is discovered; what is discovered is checked before it is used
+(domain.discovery). docs/discovery.md describes each step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import anyio
+
+from ..adapters.stderr_log import package_logger
+from ..domain.authorization import redirect_target
+from ..domain.client_registration import (
+    RegisteredClient,
+    read_registration,
+    registration_request,
+)
+from ..domain.config import OAuth2Config, ProxyConfig
+from ..domain.config_merge import LoadedConfig, Source
+from ..domain.discovery import (
+    Discovered,
+    DiscoveryError,
+    ResourceMetadata,
+    ServerMetadata,
+    authorization_server_metadata_urls,
+    bearer_challenge,
+    canonical_resource,
+    choose_scope,
+    read_resource_metadata,
+    read_server_metadata,
+    resource_metadata_urls,
+    unsafe_endpoints,
+)
+from ..domain.errors import ConfigProblem, InsecureUrlError, OAuthError
+from ..domain.ports import ClientRegistry, DiscoveryTransport
+from ..domain.token_exchange import TokenRequestBuilder
+from ..domain.url_guard import url_problem
+
+log = package_logger()
+
+DISCOVERY_TIMEOUT_SECONDS = 30.0
+
+
+def needs_discovery(config: ProxyConfig) -> bool:
+    """Whether anything the grant needs is missing and discovery may find it."""
+    oauth = config.oauth2
+    if not config.discovery.enabled:
+        return False
+    browser = (
+        oauth.grant == "authorization_code"
+        and oauth.interactive
+        and oauth.authorization_url is None
+    )
+    return oauth.token_url is None or oauth.client_id is None or browser
+
+
+class Discovery:
+    """Finds the IdP and a client id for one configuration."""
+
+    def __init__(self, transport: DiscoveryTransport, registry: ClientRegistry) -> None:
+        self._transport = transport
+        self._registry = registry
+
+    async def resolve(self, loaded: LoadedConfig) -> tuple[LoadedConfig, Discovered | None]:
+        """The configuration with discovered values filled in (explicit ones kept).
+
+        Raises:
+            DiscoveryError: nothing usable was found; the message lists what was tried.
+            InsecureUrlError: a discovered endpoint would carry secrets in cleartext.
+        """
+        config = loaded.config
+        if not needs_discovery(config):
+            return loaded, None
+        with anyio.move_on_after(DISCOVERY_TIMEOUT_SECONDS) as waiting:
+            found = await self._discover(config)
+        if waiting.cancelled_caught:
+            raise DiscoveryError(
+                f"discovery did not finish within {DISCOVERY_TIMEOUT_SECONDS:g} s; check that "
+                f"{config.upstream.url} and its authorization server are reachable, or set "
+                "DISCOVERY_ENABLED=false with OAUTH2_TOKEN_URL and OAUTH2_AUTHORIZATION_URL"
+            )
+        oauth, sources = _apply(config.oauth2, found, config.upstream.url, loaded)
+        if oauth.client_id is None:
+            client = await self._client_for(found, oauth)
+            oauth = oauth.model_copy(update={"client_id": client.client_id})
+            sources["oauth2.clientId"] = Source("discovery", "dynamic client registration")
+        resolved = config.model_copy(update={"oauth2": oauth})
+        log.info(
+            "discovered the authorization server",
+            extra={
+                "issuer": found.issuer,
+                "token_url": oauth.token_url,
+                "client_id": oauth.client_id,
+            },
+        )
+        return LoadedConfig(resolved, sources), found
+
+    async def register_again(self, found: Discovered, oauth: OAuth2Config) -> RegisteredClient:
+        """Forget the registration the server no longer accepts and register anew."""
+        self._registry.forget(found.issuer)
+        return await self._client_for(found, oauth)
+
+    async def _discover(self, config: ProxyConfig) -> Discovered:
+        upstream = config.upstream.url
+        allow = config.security.allow_insecure_http
+        tried: list[str] = []
+        probe = await self._transport.probe(upstream)
+        tried.append(f"POST {upstream} (no token) → {probe.status}")
+        challenge = bearer_challenge(probe.challenge) if probe.status in (401, 403) else {}
+        resource = await self._resource_metadata(upstream, challenge, tried, allow)
+        issuers = resource.authorization_servers if resource else [_origin(upstream)]
+        if len(issuers) > 1:
+            log.info(
+                "the server names several authorization servers; using the first",
+                extra={"using": issuers[0], "others": " ".join(issuers[1:])},
+            )
+        server = await self._server_metadata(issuers[0], tried, allow)
+        return Discovered(
+            issuer=server.issuer,
+            token_url=server.token_endpoint,
+            authorization_url=server.authorization_endpoint,
+            registration_url=server.registration_endpoint,
+            scope=choose_scope(challenge.get("scope"), resource, server),
+            resource=canonical_resource(upstream) if resource is not None else None,
+            s256_advertised="S256" in (server.code_challenge_methods_supported or []),
+            iss_parameter_supported=server.authorization_response_iss_parameter_supported,
+            client_id_metadata_documents=server.client_id_metadata_document_supported,
+            tried=tuple(tried),
+        )
+
+    async def _resource_metadata(
+        self, upstream: str, challenge: dict[str, str], tried: list[str], allow: bool
+    ) -> ResourceMetadata | None:
+        for url in resource_metadata_urls(upstream, challenge.get("resource_metadata")):
+            if (problem := url_problem(url, allow_insecure_http=allow)) is not None:
+                tried.append(f"skipped {url}: {problem}")
+                continue
+            reply = await self._transport.get_json(url)
+            tried.append(f"GET {url} → {reply.status}")
+            if reply.status == 200 and reply.document is not None:
+                return read_resource_metadata(reply.document, upstream, url)
+        return None
+
+    async def _server_metadata(self, issuer: str, tried: list[str], allow: bool) -> ServerMetadata:
+        if (problem := url_problem(issuer, allow_insecure_http=allow)) is not None:
+            raise InsecureUrlError([ConfigProblem("discovered issuer", issuer, problem)])
+        for url in authorization_server_metadata_urls(issuer):
+            reply = await self._transport.get_json(url)
+            tried.append(f"GET {url} → {reply.status}")
+            if reply.status == 200 and reply.document is not None:
+                metadata = read_server_metadata(reply.document, issuer, url)
+                unsafe = unsafe_endpoints(metadata, allow_insecure_http=allow)
+                if unsafe:
+                    raise InsecureUrlError(
+                        [ConfigProblem("discovery", url, problem) for problem in unsafe]
+                    )
+                return metadata
+        raise DiscoveryError(
+            "could not discover the authorization server. Tried: "
+            + "; ".join(tried)
+            + ". Set DISCOVERY_ENABLED=false with OAUTH2_TOKEN_URL and "
+            "OAUTH2_AUTHORIZATION_URL (and OAUTH2_CLIENT_ID) instead"
+        )
+
+    async def _client_for(self, found: Discovered, oauth: OAuth2Config) -> RegisteredClient:
+        redirect_uri = redirect_target(oauth).uri()
+        known = self._registry.load(found.issuer)
+        if known is not None and known.serves(found.issuer, redirect_uri):
+            return known
+        if found.registration_url is None:
+            raise OAuthError(
+                f"no client id: set oauth2.clientId / OAUTH2_CLIENT_ID to a client registered "
+                f"with {found.issuer} (it offers no dynamic client registration)"
+            )
+        reply = await self._transport.post_json(
+            found.registration_url, registration_request(redirect_uri, found.scope)
+        )
+        client = read_registration(
+            reply.status,
+            reply.document,
+            issuer=found.issuer,
+            redirect_uri=redirect_uri,
+            url=found.registration_url,
+        )
+        self._registry.save(client)
+        log.info(
+            "registered this proxy as a client of the authorization server",
+            extra={"issuer": found.issuer, "client_id": client.client_id},
+        )
+        return client
+
+
+@dataclass
+class Registrar:
+    """Registers a dynamically registered client again when the server forgot it."""
+
+    discovery: Discovery
+    found: Discovered
+    oauth: OAuth2Config
+    builder: TokenRequestBuilder
+
+    async def register_again(self) -> None:
+        client = await self.discovery.register_again(self.found, self.oauth)
+        self.builder.identify(client.client_id, client.client_secret)
+
+
+def _apply(
+    oauth: OAuth2Config, found: Discovered, upstream: str, loaded: LoadedConfig
+) -> tuple[OAuth2Config, dict[str, Source]]:
+    """Fill what the configuration leaves unset; explicit settings always win."""
+    source = Source("discovery", found.issuer)
+    candidates = {
+        "token_url": ("oauth2.tokenUrl", found.token_url),
+        "authorization_url": ("oauth2.authorizationUrl", found.authorization_url),
+        "scope": ("oauth2.scope", found.scope),
+        "resource": ("oauth2.resource", found.resource),
+    }
+    updates: dict[str, object] = {}
+    sources = dict(loaded.sources)
+    for field_name, (path, value) in candidates.items():
+        if getattr(oauth, field_name) is None and value is not None:
+            updates[field_name] = value
+            sources[path] = source
+    return oauth.model_copy(update=updates), sources
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
