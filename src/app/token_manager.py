@@ -84,7 +84,7 @@ class TokenManager:
         if interactive is None:
             raise OAuthError(
                 f"grant {self._grant.name} has no browser login; `login` is for grant "
-                "authorization_code with oauth2.interactive / OAUTH2_INTERACTIVE=true"
+                "authorization_code"
             )
         async with self._lock, self._shared():
             return self._keep(await interactive.run())
@@ -114,7 +114,7 @@ class TokenManager:
             cached = self._store.load(self._key)
             if cached is not None and cached.refresh_token != self._refresh_token:
                 if self._refresh_token is not None:
-                    log.debug("using the refresh token another process saved")
+                    log.debug("using the cached refresh token, the newest one saved")
                 self._refresh_token = cached.refresh_token
             yield
 
@@ -165,6 +165,9 @@ class TokenManager:
                 # Spent now: sending it again would look like token theft to an IdP that
                 # detects refresh-token reuse, and revoke the whole login.
                 self._configured_refresh_token = None
+            if issued.refresh_token is None:
+                # An IdP that does not rotate: the token that worked stays the one to use.
+                return IssuedTokens(issued.access, refresh_token)
             return issued
         self._refresh_token = None
         if rejected is not None:

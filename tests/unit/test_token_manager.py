@@ -455,3 +455,20 @@ async def test_a_spent_configured_code_falls_back_to_the_browser() -> None:
     )
     assert (await tokens.token()).value == "a1"
     assert [form["code"] for form in endpoint.forms] == ["spent", "fresh-code"]
+
+
+async def test_with_an_idp_that_does_not_rotate_the_working_token_is_kept_and_cached() -> None:
+    store = FakeTokenStore()
+    store.save(cached("r-revoked"))
+    endpoint = FakeTokenEndpoint(
+        INVALID_GRANT, token_reply("a1", expires_in=60), token_reply("a2", expires_in=60)
+    )
+    clock = FakeClock()
+    tokens = manager(endpoint, clock, store=store, grant="refresh_token", refresh_token="r-new")
+    await tokens.token()
+    clock.advance(60)
+    await tokens.token()
+    assert [form["refresh_token"] for form in endpoint.forms] == ["r-revoked", "r-new", "r-new"]
+    entry = store.load(cache_key("app", TOKEN_URL))
+    assert entry is not None
+    assert entry.refresh_token == "r-new"
