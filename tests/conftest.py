@@ -1,6 +1,10 @@
-"""Shared fixtures: anyio runs on asyncio, the event loop the proxy ships with."""
+"""Shared fixtures: anyio runs on asyncio, the event loop the proxy ships with; and no test
+ever touches the real user's configuration directory (token cache, registrations)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -8,3 +12,14 @@ import pytest
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def private_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point the per-OS config directories (and so the default token cache) at a temporary
+    directory, for this process and every process a test starts."""
+    home = tmp_path_factory.mktemp("config-home")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("XDG_CONFIG_HOME", "APPDATA", "LOCALAPPDATA"):
+            patch.setenv(name, str(home))
+        yield home

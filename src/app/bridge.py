@@ -24,6 +24,7 @@ import anyio
 from ..adapters.stderr_log import TRACE, package_logger
 from ..domain.backoff import Backoff
 from ..domain.config import UpstreamConfig
+from ..domain.discovery import bearer_challenge
 from ..domain.errors import ClientGone, OAuthError, UpstreamError
 from ..domain.jsonrpc import (
     INTERNAL_ERROR,
@@ -42,7 +43,7 @@ from ..domain.jsonrpc import (
 from ..domain.line_framing import Oversized
 from ..domain.ports import ClientChannel, UpstreamReply, UpstreamTransport
 from ..domain.redaction import Redactor
-from ..domain.retry_policy import PERSISTENT_401_ADVICE, Next, RetryOn401
+from ..domain.retry_policy import PERSISTENT_401_ADVICE, Next, RetryOn401, step_up_scope
 from ..domain.sse import DEFAULT_MAX_EVENT_BYTES, OversizedEvent, SseDecoder, SseEvent
 from ..domain.wire import (
     CANCELLED,
@@ -272,10 +273,27 @@ class Bridge:
     async def _deliver(self, message: Message) -> _Delivery:
         delivery = _Delivery(message)
         renewals = 0
+        stepped_up = False
         while True:
             token = await self._tokens.token()
             headers = {**self._state.post_headers(message), "Authorization": token.authorization}
             async with self._upstream.exchange("POST", headers, message.raw) as reply:
+                challenge = bearer_challenge(reply.headers.get("www-authenticate"))
+                required = step_up_scope(reply.status, challenge, stepped_up)
+                if required is not None:
+                    stepped_up = True
+                    if await self._tokens.step_up(required):
+                        continue
+                    await self._fail(
+                        message,
+                        UPSTREAM_HTTP_ERROR,
+                        f"the upstream needs scope {required!r} for this request "
+                        "(insufficient_scope), and this proxy's grant cannot log in again by "
+                        "itself: add the scope to oauth2.scope / OAUTH2_SCOPE and restart",
+                        {"status": 403, "scope": required},
+                    )
+                    delivery.answered = True
+                    return delivery
                 step = self._policy.decide(reply.status, renewals)
                 if step is Next.RENEW_AND_RESEND:
                     log.info(

@@ -104,15 +104,16 @@ class Container(containers.DeclarativeContainer):
         HttpTokenEndpoint, http_client
     )
 
+    token_requests: providers.Provider[TokenRequestBuilder] = providers.Singleton(
+        build_token_requests, oauth2
+    )
     token_client: providers.Provider[TokenClient] = providers.Singleton(
         TokenClient,
         token_endpoint,
         clock,
         redactor,
         refresh_skew_seconds=providers.Callable(attrgetter("refresh_skew_seconds"), oauth2),
-    )
-    token_requests: providers.Provider[TokenRequestBuilder] = providers.Singleton(
-        build_token_requests, oauth2
+        requests=token_requests,
     )
     entropy: providers.Provider[Entropy] = providers.Singleton(SystemEntropy)
     browser: providers.Provider[BrowserOpener] = providers.Singleton(SystemBrowser)

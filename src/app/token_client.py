@@ -10,7 +10,14 @@ from ..adapters.stderr_log import TRACE, package_logger
 from ..domain.errors import TokenEndpointError
 from ..domain.ports import Clock, TokenEndpoint
 from ..domain.redaction import Redactor
-from ..domain.token_exchange import TokenRequest, parse_token_reply, transient_delay
+from ..domain.token_exchange import (
+    TokenRequest,
+    TokenRequestBuilder,
+    parse_token_reply,
+    refuses_resource,
+    transient_delay,
+    without_resource,
+)
 from ..domain.token_lifecycle import IssuedTokens
 
 log = package_logger()
@@ -28,8 +35,10 @@ class TokenClient:
         *,
         refresh_skew_seconds: float,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        requests: TokenRequestBuilder | None = None,
     ) -> None:
         self._endpoint = endpoint
+        self._requests = requests
         self._clock = clock
         self._redactor = redactor
         self._skew = refresh_skew_seconds
@@ -53,6 +62,17 @@ class TokenClient:
                     request, reply, now=self._clock.now(), refresh_skew=self._skew
                 )
             except TokenEndpointError as error:
+                if refuses_resource(error, request):
+                    # Entra ID and a few others refuse RFC 8707 `resource`: ask without it,
+                    # now and from now on (authorize URLs included), and say so once.
+                    log.warning(
+                        "the IdP refused the resource indicator; asking without it from now "
+                        "on (set oauth2.resource / OAUTH2_RESOURCE=none to skip this step)"
+                    )
+                    if self._requests is not None:
+                        self._requests.resource = None
+                    request = without_resource(request)
+                    continue
                 delay = transient_delay(error, reply, attempt, now=self._clock.now())
                 if delay is None:
                     raise

@@ -20,8 +20,9 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from ..adapters.stderr_log import package_logger
+from ..adapters.stderr_log import notice_logger, package_logger
 from ..domain.cached_login import CachedLogin, cache_key
+from ..domain.discovery import widen_scope
 from ..domain.errors import OAuthError, TokenEndpointError
 from ..domain.ports import Clock, TokenStore
 from ..domain.token_exchange import TokenRequestBuilder
@@ -31,6 +32,7 @@ from .grants import Grant
 from .token_client import TokenClient
 
 log = package_logger()
+notices = notice_logger()
 
 
 class TokenManager:
@@ -51,6 +53,7 @@ class TokenManager:
         self._clock = clock
         self._store = store
         self._registrar = registrar
+        self._stepped_up_to: str | None = None
         self._key = cache_key(builder.client_id, builder.token_url)
         self._lock = anyio.Lock()
         self._access: AccessToken | None = None
@@ -88,6 +91,27 @@ class TokenManager:
             )
         async with self._lock, self._shared():
             return self._keep(await interactive.run())
+
+    async def step_up(self, required: str) -> bool:
+        """Log in again with the scope widened by `required` (the upstream's 403 named it);
+        False when this grant has no browser login to do it with.
+
+        Several requests refused at once cause one login, not one each.
+        """
+        interactive = self._grant.interactive
+        if interactive is None:
+            return False
+        async with self._lock, self._shared():
+            wider = widen_scope(self._builder.scope, required)
+            if wider != self._stepped_up_to:
+                self._builder.scope = wider
+                notices.warning(
+                    "the MCP server needs more permissions (scope %s); log in again to grant them",
+                    wider,
+                )
+                self._keep(await interactive.run())
+                self._stepped_up_to = wider
+        return True
 
     def invalidate(self, token: AccessToken) -> None:
         """Forget `token` after the upstream rejected it, unless it was already replaced."""

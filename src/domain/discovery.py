@@ -206,3 +206,10 @@ def unsafe_endpoints(metadata: ServerMetadata, *, allow_insecure_http: bool) -> 
             if problem is not None:
                 problems.append(f"discovered {name} {url} {problem}")
     return problems
+
+
+def widen_scope(current: str | None, required: str) -> str:
+    """`current` plus whatever `required` adds, in order, without repeats (step-up
+    authorization asks for the union, so no granted scope is lost)."""
+    scopes = (current or "").split() + required.split()
+    return " ".join(dict.fromkeys(scopes))

@@ -9,6 +9,7 @@ a revoked grant, which retrying cannot fix.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -40,3 +41,11 @@ PERSISTENT_401_ADVICE = (
     "audience or resource (OAUTH2_AUDIENCE, OAUTH2_RESOURCE), the grant was revoked, or this "
     "client is not authorized for the server"
 )
+
+
+def step_up_scope(status: int, challenge: Mapping[str, str], stepped_up: bool) -> str | None:
+    """The scope to re-authorize for, when a 403 says `insufficient_scope` and names the
+    scope it needs (MCP authorization §Step-Up Authorization Flow); once per message."""
+    if status != 403 or stepped_up or challenge.get("error") != "insufficient_scope":
+        return None
+    return challenge.get("scope") or None

@@ -311,3 +311,19 @@ def _retry_after_seconds(value: str | None, now: float) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, moment.timestamp() - now)
+
+
+# Microsoft Entra ID refuses RFC 8707 `resource` next to v2 scopes with this code.
+_RESOURCE_REFUSED_CODES = ("AADSTS9010010",)
+
+
+def refuses_resource(error: TokenEndpointError, request: TokenRequest) -> bool:
+    """Whether the IdP refused the request because of its `resource` parameter, so that the
+    same request without it may succeed."""
+    sent_resource = any(name == "resource" for name, _ in request.form)
+    return sent_resource and any(code in str(error) for code in _RESOURCE_REFUSED_CODES)
+
+
+def without_resource(request: TokenRequest) -> TokenRequest:
+    form = tuple((name, value) for name, value in request.form if name != "resource")
+    return TokenRequest(request.url, request.grant, form, request.headers)
