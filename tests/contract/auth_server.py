@@ -28,6 +28,7 @@ from mcp.server.auth.provider import (
     construct_redirect_uri,
 )
 from mcp.server.auth.routes import create_auth_routes
+from mcp.server.auth.settings import ClientRegistrationOptions
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyHttpUrl, AnyUrl
 from starlette.applications import Starlette
@@ -47,8 +48,13 @@ class MemoryProvider:
     authorizations: int = 0
     reused_refresh_tokens: list[str] = field(default_factory=list)
     spent: set[str] = field(default_factory=set)
+    registered: dict[str, OAuthClientInformationFull] = field(default_factory=dict)
+    registrations: list[OAuthClientInformationFull] = field(default_factory=list)
+    all_scopes: tuple[str, ...] = ("mcp", "admin")
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
+        if client_id in self.registered:
+            return self.registered[client_id]
         if client_id != CLIENT_ID:
             return None
         return OAuthClientInformationFull(
@@ -60,7 +66,12 @@ class MemoryProvider:
         )
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
-        raise NotImplementedError
+        # RFC 7591 §3.2.1 lets a server replace requested metadata: here, every scope the
+        # server knows is allowed, so a later step-up can ask for more.
+        self.registrations.append(client_info)
+        self.registered[client_info.client_id] = client_info.model_copy(
+            update={"scope": " ".join(self.all_scopes)}
+        )
 
     async def authorize(
         self, client: OAuthClientInformationFull, params: AuthorizationParams
@@ -150,13 +161,20 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def running_auth_server(redirect_uri: str) -> AsyncIterator[AuthServer]:
+async def running_auth_server(
+    redirect_uri: str, *, registration: bool = False
+) -> AsyncIterator[AuthServer]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     issuer = f"http://127.0.0.1:{sock.getsockname()[1]}"
     provider = MemoryProvider(redirect_uri)
-    app = Starlette(routes=create_auth_routes(provider, AnyHttpUrl(issuer)))
+    options = ClientRegistrationOptions(
+        enabled=registration, valid_scopes=list(provider.all_scopes)
+    )
+    app = Starlette(
+        routes=create_auth_routes(provider, AnyHttpUrl(issuer), client_registration_options=options)
+    )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(lambda: server.serve(sockets=[sock]))
