@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Literal
 
+import anyio
 import httpx
 
 from ..domain.errors import UpstreamError
@@ -66,7 +67,10 @@ class HttpUpstream:
         try:
             yield HttpReply(response)
         finally:
-            await response.aclose()
+            # Shielded: a cancelled request (the client's notifications/cancelled) must still
+            # close its connection, which is how the 2026-07-28 wire cancels on the server.
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
 
 
 def _reason(exc: httpx.HTTPError) -> str:
