@@ -83,12 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return EXIT_CONFIG
     log_to_stderr(loaded.config.log.level)
-    if arguments.command == "logout":
-        return _logout(loaded)
-    if arguments.command == "status":
-        return _status(loaded)
+    command = {"login": _login, "logout": _logout, "status": _status}.get(
+        arguments.command or "run", _run
+    )
     try:
-        return anyio.run(_login if arguments.command == "login" else _run, loaded)
+        return anyio.run(command, loaded)
     except KeyboardInterrupt:
         return EXIT_OK
 
@@ -104,7 +103,7 @@ async def _login(loaded: LoadedConfig) -> int:
     except ProxyError as error:
         log.critical("login failed: %s", error)
         return exit_code(error)
-    oauth = loaded.config.oauth2
+    oauth = proxy.config.oauth2
     print(
         f"Logged in as client {oauth.client_id} at {oauth.token_url}; the login is cached in "
         f"{cache_directory(oauth)} and later launches will not open the browser."
@@ -112,12 +111,18 @@ async def _login(loaded: LoadedConfig) -> int:
     return EXIT_OK
 
 
-def _logout(loaded: LoadedConfig) -> int:
-    oauth = loaded.config.oauth2
-    if not caches_logins(oauth):
-        print(f"Grant {oauth.grant} keeps no cached login; nothing to forget.")
+async def _logout(loaded: LoadedConfig) -> int:
+    if not caches_logins(loaded.config.oauth2):
+        print(f"Grant {loaded.config.oauth2.grant} keeps no cached login; nothing to forget.")
         return EXIT_OK
-    if Proxy(loaded).logout():
+    try:
+        async with Proxy(loaded) as proxy:  # discovery may be needed to name the login
+            forgot = proxy.logout()
+            oauth = proxy.config.oauth2
+    except ProxyError as error:
+        log.critical("logout failed: %s", error)
+        return exit_code(error)
+    if forgot:
         print(
             f"Logged out: forgot the cached login of client {oauth.client_id} at {oauth.token_url}."
         )
@@ -128,12 +133,20 @@ def _logout(loaded: LoadedConfig) -> int:
     return EXIT_OK
 
 
-def _status(loaded: LoadedConfig) -> int:
-    oauth = loaded.config.oauth2
-    if not caches_logins(oauth):
-        print(f"Grant {oauth.grant} keeps no cached login: it asks the IdP at every start.")
+async def _status(loaded: LoadedConfig) -> int:
+    if not caches_logins(loaded.config.oauth2):
+        print(
+            f"Grant {loaded.config.oauth2.grant} keeps no cached login: it asks the IdP at "
+            "every start."
+        )
         return EXIT_FAILURE
-    cached = Proxy(loaded).cached_login()
+    try:
+        async with Proxy(loaded) as proxy:  # discovery may be needed to name the login
+            cached = proxy.cached_login()
+            oauth = proxy.config.oauth2
+    except ProxyError as error:
+        log.critical("status failed: %s", error)
+        return exit_code(error)
     if cached is None:
         print(
             f"Not logged in: no cached login for client {oauth.client_id} at "

@@ -213,3 +213,21 @@ async def test_a_tool_that_needs_more_scope_gets_it_by_step_up(tmp_path: Path) -
             assert world.auth.provider.authorizations == 2
     logins = (tmp_path / "browser.log").read_text().splitlines()
     assert "scope=mcp+admin" in logins[-1]
+
+
+async def test_login_status_and_logout_work_from_just_the_upstream_url(tmp_path: Path) -> None:
+    callback_port = free_port()
+    with anyio.fail_after(BOUND_SECONDS):
+        async with discovered_world(callback_port) as world:
+            env = only_the_upstream(world, callback_port, tmp_path)
+
+            async def run(command: str) -> tuple[int, str]:
+                done = await anyio.run_process([COMMAND, command], env=env, check=False)
+                return done.returncode, done.stdout.decode()
+
+            assert (await run("status"))[0] == 1
+            code, out = await run("login")
+            assert (code, world.auth.issuer in out) == (0, True)
+            assert (await run("status"))[0] == 0
+            assert (await run("logout"))[0] == 0
+            assert (await run("status"))[0] == 1
