@@ -233,12 +233,8 @@ class Bridge:
                     self._idle.set()
 
     async def _deliver_or_explain(self, message: Message) -> None:
-        limit = self._config.timeout_ms / 1000
-        if message.method in LONG_LIVED_METHODS:
-            limit = math.inf
         try:
-            with anyio.fail_after(limit):
-                delivery = await self._deliver(message)
+            delivery = await self._deliver(message)
         except TimeoutError:
             await self._fail(
                 message,
@@ -271,52 +267,52 @@ class Bridge:
             self._start_server_stream()
 
     async def _deliver(self, message: Message) -> _Delivery:
+        """POST the message and relay the answer. The upstream deadline covers each HTTP
+        exchange, not the token work between them: a browser login for a step-up must not
+        be cut short by upstream.timeoutMs."""
         delivery = _Delivery(message)
+        limit = math.inf if message.method in LONG_LIVED_METHODS else self._config.timeout_ms / 1000
         renewals = 0
         stepped_up = False
         while True:
             token = await self._tokens.token()
             headers = {**self._state.post_headers(message), "Authorization": token.authorization}
-            async with self._upstream.exchange("POST", headers, message.raw) as reply:
-                challenge = bearer_challenge(reply.headers.get("www-authenticate"))
-                required = step_up_scope(reply.status, challenge, stepped_up)
-                if required is not None:
-                    stepped_up = True
-                    if await self._tokens.step_up(required):
-                        continue
-                    await self._fail(
-                        message,
-                        UPSTREAM_HTTP_ERROR,
-                        f"the upstream needs scope {required!r} for this request "
-                        "(insufficient_scope), and this proxy's grant cannot log in again by "
-                        "itself: add the scope to oauth2.scope / OAUTH2_SCOPE and restart",
-                        {"status": 403, "scope": required},
-                    )
-                    delivery.answered = True
-                    return delivery
-                step = self._policy.decide(reply.status, renewals)
-                if step is Next.RENEW_AND_RESEND:
-                    log.info(
-                        "the upstream rejected the access token; renewing it and resending",
-                        extra={"method": message.method},
-                    )
-                    self._tokens.invalidate(token)
-                    renewals += 1
+            with anyio.fail_after(limit):
+                async with self._upstream.exchange("POST", headers, message.raw) as reply:
+                    challenge = bearer_challenge(reply.headers.get("www-authenticate"))
+                    required = step_up_scope(reply.status, challenge, stepped_up)
+                    step = self._policy.decide(reply.status, renewals)
+                    if required is None and step is Next.DELIVER:
+                        session_id = reply.headers.get("mcp-session-id")
+                        await self._relay(delivery, reply)
+                        if message.method == INITIALIZE and delivery.initialize_result is not None:
+                            self._state.learn(delivery.initialize_result, session_id)
+                        return delivery
+            if required is not None:
+                stepped_up = True
+                if await self._tokens.step_up(required):
                     continue
-                if step is Next.GIVE_UP:
-                    await self._fail(
-                        message, UPSTREAM_HTTP_ERROR, PERSISTENT_401_ADVICE, {"status": 401}
-                    )
-                    delivery.answered = True
-                    return delivery
-                if message.method == INITIALIZE:
-                    session_id = reply.headers.get("mcp-session-id")
-                    await self._relay(delivery, reply)
-                    if delivery.initialize_result is not None:
-                        self._state.learn(delivery.initialize_result, session_id)
-                    return delivery
-                await self._relay(delivery, reply)
+                await self._fail(
+                    message,
+                    UPSTREAM_HTTP_ERROR,
+                    f"the upstream needs scope {required!r} for this request "
+                    "(insufficient_scope), and this proxy's grant cannot log in again by "
+                    "itself: add the scope to oauth2.scope / OAUTH2_SCOPE and restart",
+                    {"status": 403, "scope": required},
+                )
+                delivery.answered = True
                 return delivery
+            if step is Next.RENEW_AND_RESEND:
+                log.info(
+                    "the upstream rejected the access token; renewing it and resending",
+                    extra={"method": message.method},
+                )
+                self._tokens.invalidate(token)
+                renewals += 1
+                continue
+            await self._fail(message, UPSTREAM_HTTP_ERROR, PERSISTENT_401_ADVICE, {"status": 401})
+            delivery.answered = True
+            return delivery
 
     async def _relay(self, delivery: _Delivery, reply: UpstreamReply) -> None:
         message = delivery.message

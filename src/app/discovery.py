@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import anyio
+from pydantic import SecretStr
 
 from ..adapters.stderr_log import package_logger
 from ..domain.authorization import redirect_target
@@ -88,7 +89,10 @@ class Discovery:
         oauth, sources = _apply(config.oauth2, found, config.upstream.url, loaded)
         if oauth.client_id is None:
             client = await self._client_for(found, oauth)
-            oauth = oauth.model_copy(update={"client_id": client.client_id})
+            secret = SecretStr(client.client_secret) if client.client_secret else None
+            oauth = oauth.model_copy(
+                update={"client_id": client.client_id, "client_secret": secret}
+            )
             sources["oauth2.clientId"] = Source("discovery", "dynamic client registration")
         resolved = config.model_copy(update={"oauth2": oauth})
         log.info(
@@ -179,7 +183,7 @@ class Discovery:
                 f"with {found.issuer} (it offers no dynamic client registration)"
             )
         reply = await self._transport.post_json(
-            found.registration_url, registration_request(redirect_uri, found.scope)
+            found.registration_url, registration_request(redirect_uri, oauth.scope)
         )
         client = read_registration(
             reply.status,

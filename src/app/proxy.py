@@ -124,6 +124,7 @@ class Proxy:
         loaded, found = await self.container.discovery().resolve(self.container.loaded_config())
         check_config(loaded, discovery_pending=False)
         if found is not None:
+            self.container.redactor().register(*loaded.config.secrets())
             self.container.loaded_config.override(providers.Object(loaded))
             self.container.discovered.override(providers.Object(found))
             self.config = loaded.config

@@ -54,7 +54,6 @@ class TokenManager:
         self._store = store
         self._registrar = registrar
         self._stepped_up_to: str | None = None
-        self._key = cache_key(builder.client_id, builder.token_url)
         self._lock = anyio.Lock()
         self._access: AccessToken | None = None
         self._refresh_token = grant.initial_refresh_token
@@ -118,6 +117,12 @@ class TokenManager:
         if self._access is not None and self._access.value == token.value:
             self._access = None
             log.debug("access token invalidated after the upstream rejected it")
+
+    @property
+    def _key(self) -> str:
+        """The cache entry of the client in force (it changes when the proxy registers its
+        client again)."""
+        return cache_key(self._builder.client_id, self._builder.token_url)
 
     def cached_login(self) -> CachedLogin | None:
         return self._store.load(self._key) if self._store is not None else None

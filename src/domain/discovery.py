@@ -21,7 +21,10 @@ PRM_WELL_KNOWN = "/.well-known/oauth-protected-resource"
 AS_WELL_KNOWN = "/.well-known/oauth-authorization-server"
 OIDC_WELL_KNOWN = "/.well-known/openid-configuration"
 OFFLINE_ACCESS = "offline_access"
-_AUTH_PARAM = re.compile(r'([A-Za-z0-9_\-.]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+_CHALLENGE_ITEM = re.compile(
+    r"(?P<name>[!#$%&'*+\-.^_`|~0-9A-Za-z]+)"
+    r'(?P<eq>\s*=\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<token>[^\s,"]*)))?'
+)
 
 
 class DiscoveryError(OAuthError):
@@ -31,18 +34,16 @@ class DiscoveryError(OAuthError):
 def bearer_challenge(header: str | None) -> dict[str, str]:
     """The parameters of a `WWW-Authenticate: Bearer …` challenge (RFC 6750 §3), lower-case
     names; empty when there is no Bearer challenge."""
-    if not header:
-        return {}
-    match = re.search(r"(?i)\bbearer\b", header)
-    if match is None:
-        return {}
-    rest = header[match.end() :]
-    params: dict[str, str] = {}
-    for param in _AUTH_PARAM.finditer(rest):
-        name, quoted, token = param.group(1).lower(), param.group(2), param.group(3)
-        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else token
-        params.setdefault(name, value)
-    return params
+    challenges: list[tuple[str, dict[str, str]]] = []
+    for item in _CHALLENGE_ITEM.finditer(header or ""):
+        name, quoted, token = item.group("name"), item.group("quoted"), item.group("token")
+        if item.group("eq") is None:
+            # A token with no "=" starts a new challenge (RFC 9110 §11.6.1): its scheme.
+            challenges.append((name.lower(), {}))
+        elif challenges:
+            value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else token or ""
+            challenges[-1][1].setdefault(name.lower(), value)
+    return next((params for scheme, params in challenges if scheme == "bearer"), {})
 
 
 def canonical_resource(url: str) -> str:
@@ -66,8 +67,10 @@ def resource_metadata_urls(upstream: str, hinted: str | None) -> list[str]:
     origin = f"{parts.scheme}://{parts.netloc}"
     urls = [hinted] if hinted else []
     path = parts.path.rstrip("/")
-    if path:
-        urls.append(f"{origin}{PRM_WELL_KNOWN}{path}")
+    if path or parts.query:
+        # RFC 9728 §3.1: the well-known path goes between the host and the path and query.
+        query = f"?{parts.query}" if parts.query else ""
+        urls.append(f"{origin}{PRM_WELL_KNOWN}{path}{query}")
     urls.append(f"{origin}{PRM_WELL_KNOWN}")
     return list(dict.fromkeys(urls))
 

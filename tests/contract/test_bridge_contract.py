@@ -65,6 +65,16 @@ def client(upstream: Upstream, mode: str, **options: Any) -> Client:
     return Client(params, mode=mode, **options)
 
 
+async def cancel_a_running_slow_call(session: Client, upstream: Upstream) -> None:
+    """Start the slow tool, cancel the call once the server runs it (the SDK client then
+    cancels on the wire), and wait until the server's tool saw the cancellation."""
+    async with anyio.create_task_group() as calls:
+        calls.start_soon(session.call_tool, "slow", {"seconds": 30})
+        await upstream.slow_started.wait()
+        calls.cancel_scope.cancel()
+    await upstream.slow_cancelled.wait()
+
+
 def text_of(result: types.CallToolResult) -> str:
     (content,) = result.content
     assert isinstance(content, types.TextContent)
@@ -188,9 +198,7 @@ async def test_the_2026_wire_sends_method_and_name_headers(upstream: Upstream) -
 async def test_cancellation_is_forwarded_on_the_2025_wire(upstream: Upstream) -> None:
     with anyio.fail_after(BOUND_SECONDS):
         async with client(upstream, "legacy") as session:
-            with anyio.move_on_after(0.5):
-                await session.call_tool("slow", {"seconds": 30})
-            await upstream.slow_cancelled.wait()
+            await cancel_a_running_slow_call(session, upstream)
             assert text_of(await session.call_tool("echo", {"text": "after"})) == "after"
     (cancelled,) = upstream.posts("notifications/cancelled")
     assert json.loads(cancelled.body)["params"]["requestId"] is not None
@@ -199,9 +207,7 @@ async def test_cancellation_is_forwarded_on_the_2025_wire(upstream: Upstream) ->
 async def test_cancellation_closes_the_stream_on_the_2026_wire(upstream: Upstream) -> None:
     with anyio.fail_after(BOUND_SECONDS):
         async with client(upstream, "2026-07-28") as session:
-            with anyio.move_on_after(0.5):
-                await session.call_tool("slow", {"seconds": 30})
-            await upstream.slow_cancelled.wait()
+            await cancel_a_running_slow_call(session, upstream)
     assert not upstream.posts("notifications/cancelled")
 
 

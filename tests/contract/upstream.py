@@ -48,6 +48,7 @@ class Upstream:
     idp: LocalIdp
     seen: list[Seen] = field(default_factory=list)
     release: anyio.Event = field(default_factory=anyio.Event)
+    slow_started: anyio.Event = field(default_factory=anyio.Event)
     slow_cancelled: anyio.Event = field(default_factory=anyio.Event)
     stream_opened: anyio.Event = field(default_factory=anyio.Event)
 
@@ -128,6 +129,7 @@ def build_server(idp: LocalIdp, port: int, upstream: Upstream) -> MCPServer:
     @server.tool()
     async def slow(seconds: float) -> str:
         """Answer after `seconds`, or as soon as the test releases it."""
+        upstream.slow_started.set()
         try:
             with anyio.move_on_after(seconds):
                 await upstream.release.wait()

@@ -95,12 +95,6 @@ def test_bearer_challenge_parameters(header: str | None, expected: dict[str, str
     assert bearer_challenge(header) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: bearer_challenge reads every auth-param after the word 'Bearer', so the "
-    "parameters of a challenge that follows it (or of one whose quoted value merely contains "
-    "'bearer') are taken as the Bearer challenge's",
-)
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
@@ -231,11 +225,6 @@ def test_resource_metadata_urls_in_the_specs_order(
     assert resource_metadata_urls(upstream, hinted) == urls
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: RFC 9728 §3.1 inserts the well-known string between the host and the path "
-    "*and/or query*; resource_metadata_urls drops the upstream URL's query",
-)
 def test_the_upstreams_query_is_kept_in_the_well_known_url() -> None:
     urls = resource_metadata_urls("https://mcp.example/mcp?tenant=a", None)
     assert urls[0] == f"{PRM}/mcp?tenant=a"
