@@ -3,10 +3,13 @@ ever touches the real user's configuration directory (token cache, registrations
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from mcp_oauth2_proxy.adapters.stderr_log import LOGGER_NAME, package_logger
 
 
 @pytest.fixture
@@ -23,3 +26,21 @@ def private_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
         for name in ("XDG_CONFIG_HOME", "APPDATA", "LOCALAPPDATA"):
             patch.setenv(name, str(home))
         yield home
+
+
+@pytest.fixture
+def caplog_warnings(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> pytest.LogCaptureFixture:
+    # The CLI's log setup stops propagation; caplog listens on the root logger.
+    monkeypatch.setattr(package_logger(), "propagate", True)
+    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
+    return caplog
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        record
+        for record in caplog.records
+        if record.name == LOGGER_NAME and record.levelno == logging.WARNING
+    ]

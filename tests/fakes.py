@@ -260,7 +260,7 @@ class ScriptedBrowser:
         self._then = then
         self._opens = opens
 
-    async def open(self, url: str) -> bool:
+    async def show(self, url: str) -> bool:
         self.opened.append(url)
         if self._then is not None:
             self._then(url)

@@ -32,7 +32,7 @@ def safe_to_open(url: str) -> bool:
 class SystemBrowser:
     """The BrowserOpener port over the `webbrowser` module."""
 
-    async def open(self, url: str) -> bool:
+    async def show(self, url: str) -> bool:
         if not safe_to_open(url):
             log.warning(
                 "refused to open a login URL that is neither https nor loopback http",

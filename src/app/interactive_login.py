@@ -98,7 +98,7 @@ class InteractiveLogin:
                 port,
                 url,
             )
-            await self._browser.open(url)
+            await self._browser.show(url)
             with anyio.move_on_after(timeout) as waiting:
                 outcome = await pending.result()
             if waiting.cancelled_caught:

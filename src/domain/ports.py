@@ -120,7 +120,7 @@ class TokenStore(Protocol):
 class BrowserOpener(Protocol):
     """Shows a URL to the user in their browser; False when no browser could be opened."""
 
-    async def open(self, url: str) -> bool: ...
+    async def show(self, url: str) -> bool: ...
 
 
 class PendingCallback(Protocol):

@@ -192,7 +192,7 @@ class FollowingBrowser:
     def __init__(self) -> None:
         self.opened: list[str] = []
 
-    async def open(self, url: str) -> bool:
+    async def show(self, url: str) -> bool:
         self.opened.append(url)
         async with httpx.AsyncClient() as client:
             consent = await client.get(url)
@@ -208,6 +208,6 @@ class UnusableBrowser:
     def __init__(self) -> None:
         self.opened: list[str] = []
 
-    async def open(self, url: str) -> bool:
+    async def show(self, url: str) -> bool:
         self.opened.append(url)
         return False

@@ -3,14 +3,14 @@ that cannot be opened is a warning, not a failure."""
 
 from __future__ import annotations
 
-import logging
 import webbrowser
 
 import pytest
 
 from mcp_oauth2_proxy.adapters.browser import SystemBrowser, safe_to_open
-from mcp_oauth2_proxy.adapters.stderr_log import LOGGER_NAME, package_logger
 from mcp_oauth2_proxy.domain.ports import BrowserOpener
+
+from ..conftest import warnings
 
 LOGIN_URL = "https://idp.example/authorize?client_id=app&state=s"
 
@@ -98,24 +98,6 @@ def install(monkeypatch: pytest.MonkeyPatch, recorder: Recorder) -> None:
     monkeypatch.setattr("mcp_oauth2_proxy.adapters.browser.webbrowser.open", recorder)
 
 
-@pytest.fixture
-def caplog_warnings(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> pytest.LogCaptureFixture:
-    # The CLI's log setup stops propagation; caplog listens on the root logger.
-    monkeypatch.setattr(package_logger(), "propagate", True)
-    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
-    return caplog
-
-
-def warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [
-        record
-        for record in caplog.records
-        if record.name == LOGGER_NAME and record.levelno == logging.WARNING
-    ]
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "url",
@@ -133,7 +115,7 @@ async def test_unsafe_urls_never_reach_webbrowser(
     recorder = Recorder()
     install(monkeypatch, recorder)
     opener: BrowserOpener = SystemBrowser()
-    assert await opener.open(url) is False
+    assert await opener.show(url) is False
     assert recorder.calls == []
     assert len(warnings(caplog_warnings)) == 1
 
@@ -145,7 +127,7 @@ async def test_safe_url_is_opened_once_as_given(
 ) -> None:
     recorder = Recorder()
     install(monkeypatch, recorder)
-    assert await SystemBrowser().open(url) is True
+    assert await SystemBrowser().show(url) is True
     assert recorder.calls == [url]
     assert warnings(caplog_warnings) == []
 
@@ -156,7 +138,7 @@ async def test_no_browser_is_a_warning_and_false(
 ) -> None:
     recorder = Recorder(result=False)
     install(monkeypatch, recorder)
-    assert await SystemBrowser().open(LOGIN_URL) is False
+    assert await SystemBrowser().show(LOGIN_URL) is False
     assert recorder.calls == [LOGIN_URL]
     (record,) = warnings(caplog_warnings)
     assert "browser" in record.getMessage()
@@ -168,7 +150,7 @@ async def test_webbrowser_error_is_a_warning_and_false(
 ) -> None:
     recorder = Recorder(error=webbrowser.Error("could not locate runnable browser"))
     install(monkeypatch, recorder)
-    assert await SystemBrowser().open(LOGIN_URL) is False
+    assert await SystemBrowser().show(LOGIN_URL) is False
     assert recorder.calls == [LOGIN_URL]
     (record,) = warnings(caplog_warnings)
     assert "browser" in record.getMessage()

@@ -3,7 +3,6 @@ then what only the file store promises (permissions, encryption, corruption, two
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 import sys
@@ -14,7 +13,6 @@ import anyio
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from mcp_oauth2_proxy.adapters.stderr_log import LOGGER_NAME, package_logger
 from mcp_oauth2_proxy.adapters.token_store import (
     MAGIC,
     NONCE_BYTES,
@@ -24,6 +22,7 @@ from mcp_oauth2_proxy.adapters.token_store import (
 from mcp_oauth2_proxy.domain.cached_login import CachedLogin, cache_key
 from mcp_oauth2_proxy.domain.ports import TokenStore
 
+from ..conftest import warnings
 from ..fakes import FakeTokenStore
 
 SECONDS = 5
@@ -173,24 +172,6 @@ def directory(tmp_path: Path) -> Path:
 @pytest.fixture
 def file_store(directory: Path) -> EncryptedFileTokenStore:
     return EncryptedFileTokenStore(directory)
-
-
-@pytest.fixture
-def caplog_warnings(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> pytest.LogCaptureFixture:
-    # The CLI's log setup stops propagation; caplog listens on the root logger.
-    monkeypatch.setattr(package_logger(), "propagate", True)
-    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
-    return caplog
-
-
-def warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [
-        record
-        for record in caplog.records
-        if record.name == LOGGER_NAME and record.levelno == logging.WARNING
-    ]
 
 
 def entry(directory: Path, login: CachedLogin) -> Path:
