@@ -33,6 +33,7 @@ class FileClientRegistry:
                 document["client_id"],
                 document.get("client_secret"),
                 document["redirect_uri"],
+                document.get("auth_method", "none"),
             )
         except FileNotFoundError:
             return None
@@ -51,6 +52,7 @@ class FileClientRegistry:
             "client_id": client.client_id,
             "client_secret": client.client_secret,
             "redirect_uri": client.redirect_uri,
+            "auth_method": client.auth_method,
         }
         write_atomically(self._path(client.issuer), json.dumps(document).encode())
 

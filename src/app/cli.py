@@ -99,7 +99,11 @@ async def _login(loaded: LoadedConfig) -> int:
     loaded = LoadedConfig(loaded.config.model_copy(update={"oauth2": oauth}), loaded.sources)
     try:
         async with Proxy(loaded) as proxy:
-            await proxy.login()
+            try:
+                await proxy.login()
+            except ProxyError as error:  # reported inside the scope of the proxy's redaction
+                log.critical("login failed: %s", error)
+                return exit_code(error)
     except ProxyError as error:
         log.critical("login failed: %s", error)
         return exit_code(error)
@@ -163,23 +167,22 @@ async def _status(loaded: LoadedConfig) -> int:
 
 async def _run(loaded: LoadedConfig) -> int:
     try:
-        proxy = Proxy(loaded)
-    except ProxyError as error:
+        async with Proxy(loaded) as proxy:
+            try:
+                # Prefetch: a wrong secret fails now, with the IdP's words, not at the first
+                # call. Reported inside the proxy's scope, so its redaction covers the message.
+                await proxy.access_token()
+            except ProxyError as error:
+                log.critical("cannot start: %s", error)
+                return exit_code(error)
+            log.info("ready", extra={"upstream": proxy.config.upstream.url})
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_stop_on_signal, proxy)
+                await proxy.serve_stdio()
+                tasks.cancel_scope.cancel()
+    except ProxyError as error:  # the proxy could not start: configuration or discovery
         log.critical("cannot start: %s", error)
         return exit_code(error)
-    async with proxy:
-        # Inside the proxy's scope, so its redaction covers the failure message too.
-        try:
-            # Prefetch: a wrong secret fails now, with the IdP's words, not at the first call.
-            await proxy.access_token()
-        except ProxyError as error:
-            log.critical("cannot start: %s", error)
-            return exit_code(error)
-        log.info("ready", extra={"upstream": proxy.config.upstream.url})
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_stop_on_signal, proxy)
-            await proxy.serve_stdio()
-            tasks.cancel_scope.cancel()
     return EXIT_OK
 
 

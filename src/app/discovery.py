@@ -1,6 +1,7 @@
 """Discovery and client registration: from just the upstream URL to a usable OAuth2 client.
 
-One round at startup, bounded in time (DISCOVERY_TIMEOUT_SECONDS): probe the upstream
+One round at startup, the metadata lookups bounded by DISCOVERY_TIMEOUT_SECONDS (30 s, a
+constant): probe the upstream
 without a token, read its protected resource metadata, read its authorization server's
 metadata, then find a client id (configured, else registered dynamically). Explicit settings
 always win over what is discovered; what is discovered is checked before it is used
@@ -31,7 +32,6 @@ from ..domain.discovery import (
     ServerMetadata,
     authorization_server_metadata_urls,
     bearer_challenge,
-    canonical_resource,
     choose_scope,
     read_resource_metadata,
     read_server_metadata,
@@ -91,7 +91,11 @@ class Discovery:
             client = await self._client_for(found, oauth)
             secret = SecretStr(client.client_secret) if client.client_secret else None
             oauth = oauth.model_copy(
-                update={"client_id": client.client_id, "client_secret": secret}
+                update={
+                    "client_id": client.client_id,
+                    "client_secret": secret,
+                    "auth_style": client.auth_style,
+                }
             )
             sources["oauth2.clientId"] = Source("discovery", "dynamic client registration")
         resolved = config.model_copy(update={"oauth2": oauth})
@@ -130,11 +134,23 @@ class Discovery:
             token_url=server.token_endpoint,
             authorization_url=server.authorization_endpoint,
             registration_url=server.registration_endpoint,
-            scope=choose_scope(challenge.get("scope"), resource, server),
-            resource=canonical_resource(upstream) if resource is not None else None,
+            scope=choose_scope(
+                challenge.get("scope"),
+                resource,
+                server,
+                offline=config.oauth2.grant == "authorization_code",
+            ),
+            # RFC 8707 with RFC 9728 §1.2: the resource identifier is the one the server
+            # published (already checked to cover the upstream).
+            resource=resource.resource if resource is not None else None,
             s256_advertised="S256" in (server.code_challenge_methods_supported or []),
             iss_parameter_supported=server.authorization_response_iss_parameter_supported,
             client_id_metadata_documents=server.client_id_metadata_document_supported,
+            token_auth_methods=(
+                tuple(server.token_endpoint_auth_methods_supported)
+                if server.token_endpoint_auth_methods_supported is not None
+                else None
+            ),
             tried=tuple(tried),
         )
 
@@ -174,6 +190,12 @@ class Discovery:
 
     async def _client_for(self, found: Discovered, oauth: OAuth2Config) -> RegisteredClient:
         redirect_uri = redirect_target(oauth).uri()
+        if oauth.grant != "authorization_code":
+            # Registration makes a public browser-login client, of no use to these grants.
+            raise OAuthError(
+                f"no client id: grant {oauth.grant} needs a client registered with "
+                f"{found.issuer}; set oauth2.clientId / OAUTH2_CLIENT_ID"
+            )
         known = self._registry.load(found.issuer)
         if known is not None and known.serves(found.issuer, redirect_uri):
             return known
@@ -183,7 +205,8 @@ class Discovery:
                 f"with {found.issuer} (it offers no dynamic client registration)"
             )
         reply = await self._transport.post_json(
-            found.registration_url, registration_request(redirect_uri, oauth.scope)
+            found.registration_url,
+            registration_request(redirect_uri, oauth.scope, found.token_auth_methods),
         )
         client = read_registration(
             reply.status,
@@ -211,7 +234,7 @@ class Registrar:
 
     async def register_again(self) -> None:
         client = await self.discovery.register_again(self.found, self.oauth)
-        self.builder.identify(client.client_id, client.client_secret)
+        self.builder.identify(client.client_id, client.client_secret, client.auth_style)
 
 
 def _apply(

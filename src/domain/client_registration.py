@@ -8,6 +8,7 @@ server refuses it, the issuer changes, or the redirect URI no longer matches.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -24,6 +25,12 @@ class RegisteredClient:
     client_id: str
     client_secret: str | None
     redirect_uri: str
+    auth_method: str = "none"
+
+    @property
+    def auth_style(self) -> Literal["body", "header"]:
+        """How this client authenticates at the token endpoint (RFC 6749 §2.3.1)."""
+        return "header" if self.auth_method == "client_secret_basic" else "body"
 
     def serves(self, issuer: str, redirect_uri: str) -> bool:
         return self.issuer == issuer and self.redirect_uri == redirect_uri
@@ -35,7 +42,19 @@ class RegisteredClient:
         )
 
 
-def registration_request(redirect_uri: str, scope: str | None) -> dict[str, object]:
+def auth_method_for(supported: tuple[str, ...] | None) -> str:
+    """A public client ("none") unless the server only takes secrets; then the form-body
+    method if it may, else HTTP Basic (RFC 8414 token_endpoint_auth_methods_supported)."""
+    if supported is None or "none" in supported:
+        return "none"
+    if "client_secret_post" in supported:
+        return "client_secret_post"
+    return "client_secret_basic"
+
+
+def registration_request(
+    redirect_uri: str, scope: str | None, supported_auth_methods: tuple[str, ...] | None = None
+) -> dict[str, object]:
     """The client metadata sent to the registration endpoint (RFC 7591 §2)."""
     request: dict[str, object] = {
         "client_name": CLIENT_NAME,
@@ -43,7 +62,7 @@ def registration_request(redirect_uri: str, scope: str | None) -> dict[str, obje
         "redirect_uris": [redirect_uri],
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],
-        "token_endpoint_auth_method": "none",
+        "token_endpoint_auth_method": auth_method_for(supported_auth_methods),
     }
     if scope is not None:
         request["scope"] = scope
@@ -55,6 +74,7 @@ class _Registration(BaseModel):
 
     client_id: str
     client_secret: str | None = None
+    token_endpoint_auth_method: str | None = None
 
 
 def read_registration(
@@ -75,6 +95,9 @@ def read_registration(
         registration = _Registration.model_validate(document)
     except ValidationError:
         raise DiscoveryError(f"client registration at {url} returned no client_id") from None
+    method = registration.token_endpoint_auth_method or (
+        "client_secret_post" if registration.client_secret else "none"
+    )
     return RegisteredClient(
-        issuer, registration.client_id, registration.client_secret, redirect_uri
+        issuer, registration.client_id, registration.client_secret, redirect_uri, method
     )

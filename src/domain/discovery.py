@@ -110,6 +110,7 @@ class ServerMetadata(_Lenient):
     registration_endpoint: str | None = None
     scopes_supported: list[str] | None = None
     code_challenge_methods_supported: list[str] | None = None
+    token_endpoint_auth_methods_supported: list[str] | None = None
     authorization_response_iss_parameter_supported: bool = False
     client_id_metadata_document_supported: bool = False
 
@@ -179,6 +180,7 @@ class Discovered:
     s256_advertised: bool
     iss_parameter_supported: bool
     client_id_metadata_documents: bool
+    token_auth_methods: tuple[str, ...] | None = None
     tried: tuple[str, ...] = field(default=())
 
 
@@ -186,6 +188,8 @@ def choose_scope(
     challenged: str | None,
     resource: ResourceMetadata | None,
     server: ServerMetadata,
+    *,
+    offline: bool = True,
 ) -> str | None:
     """MCP authorization §Scope Selection Strategy: the 401's `scope`, else the resource's
     `scopes_supported`; `offline_access` is added when the server offers it, so that a
@@ -193,7 +197,7 @@ def choose_scope(
     scope = challenged or (
         " ".join(resource.scopes_supported) if resource and resource.scopes_supported else None
     )
-    offers_offline = OFFLINE_ACCESS in (server.scopes_supported or [])
+    offers_offline = offline and OFFLINE_ACCESS in (server.scopes_supported or [])
     if scope is not None and offers_offline and OFFLINE_ACCESS not in scope.split():
         return f"{scope} {OFFLINE_ACCESS}"
     return scope

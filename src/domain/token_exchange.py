@@ -102,9 +102,10 @@ class TokenRequestBuilder:
     def client_id(self) -> str:
         return self._client.client_id
 
-    def identify(self, client_id: str, client_secret: str | None) -> None:
+    def identify(self, client_id: str, client_secret: str | None, style: AuthStyle) -> None:
         """Act as another client from now on (after a new dynamic registration)."""
-        self._client = ClientCredentials(client_id, client_secret, self._style)
+        self._style = style
+        self._client = ClientCredentials(client_id, client_secret, style)
 
     def client_credentials(self) -> TokenRequest:
         return self._build("client_credentials", {}, requested=True)

@@ -186,7 +186,8 @@ async def test_only_the_upstream_url_is_needed(tmp_path: Path) -> None:
                 assert text_of(await session.call_tool("echo", {"text": "found"})) == "found"
             provider = world.auth.provider
             (registration,) = provider.registrations
-            assert registration.token_endpoint_auth_method == "none"
+            # The SDK's metadata lists only secret-based methods, so a secret is asked for.
+            assert registration.token_endpoint_auth_method == "client_secret_post"
             assert [str(uri) for uri in registration.redirect_uris or []] == [
                 f"http://127.0.0.1:{callback_port}/callback"
             ]

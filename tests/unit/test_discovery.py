@@ -16,6 +16,7 @@ from mcp_oauth2_proxy.domain.authorization import (
     Refused,
     judge_callback,
 )
+from mcp_oauth2_proxy.domain.client_registration import read_registration, registration_request
 from mcp_oauth2_proxy.domain.discovery import (
     DiscoveryError,
     ResourceMetadata,
@@ -634,3 +635,35 @@ def test_a_wrong_state_is_refused_before_the_issuer_is_looked_at() -> None:
     )
     assert isinstance(outcome, Refused)
     assert "state" in outcome.reason
+
+
+@pytest.mark.parametrize(
+    ("supported", "method", "style"),
+    [
+        (None, "none", "body"),
+        (("none", "client_secret_basic"), "none", "body"),
+        (("client_secret_basic", "client_secret_post"), "client_secret_post", "body"),
+        (("client_secret_basic",), "client_secret_basic", "header"),
+    ],
+)
+def test_registration_follows_the_servers_auth_methods(
+    supported: tuple[str, ...] | None, method: str, style: str
+) -> None:
+    assert (
+        registration_request("http://127.0.0.1:1/cb", None, supported)["token_endpoint_auth_method"]
+        == method
+    )
+    client = read_registration(
+        201,
+        {"client_id": "c", "client_secret": "s", "token_endpoint_auth_method": method},
+        issuer="https://as",
+        redirect_uri="http://127.0.0.1:1/cb",
+        url="https://as/register",
+    )
+    assert client.auth_style == style
+
+
+def test_offline_access_only_when_asked_for() -> None:
+    server = ServerMetadata(issuer="https://as", scopes_supported=["mcp", "offline_access"])
+    assert choose_scope("mcp", None, server) == "mcp offline_access"
+    assert choose_scope("mcp", None, server, offline=False) == "mcp"

@@ -253,8 +253,8 @@ async def test_the_root_metadata_when_the_path_aware_one_is_missing() -> None:
             f"GET {PRM_ROOT}",
             f"GET {AS_META}",
         ]
-    # The resource indicator is the upstream itself, not the broader resource it belongs to.
-    assert resolved.config.oauth2.resource == UPSTREAM
+    # The resource indicator is the identifier the server published (RFC 9728 §1.2).
+    assert resolved.config.oauth2.resource == "https://mcp.example/"
 
 
 async def test_openid_configuration_when_rfc_8414_metadata_is_missing() -> None:
@@ -748,7 +748,9 @@ async def test_the_registrar_registers_again_and_identifies_as_the_new_client() 
             assert builder.client_id == "dyn-1"
             await Registrar(discovery, found, oauth, builder).register_again()
     assert registry.forgotten == [ISSUER]
-    assert registry.load(ISSUER) == RegisteredClient(ISSUER, "dyn-2", "s-2", REDIRECT)
+    assert registry.load(ISSUER) == RegisteredClient(
+        ISSUER, "dyn-2", "s-2", REDIRECT, "client_secret_post"
+    )
     assert builder.client_id == "dyn-2"
     form = dict(builder.refresh("rt").form)
     assert (form["client_id"], form["client_secret"]) == ("dyn-2", "s-2")
