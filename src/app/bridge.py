@@ -45,6 +45,7 @@ from ..domain.ports import ClientChannel, UpstreamReply, UpstreamTransport
 from ..domain.redaction import Redactor
 from ..domain.retry_policy import PERSISTENT_401_ADVICE, Next, RetryOn401, step_up_scope
 from ..domain.sse import DEFAULT_MAX_EVENT_BYTES, OversizedEvent, SseDecoder, SseEvent
+from ..domain.tool_headers import HeaderParam, InvalidAnnotation, header_params, param_headers
 from ..domain.wire import (
     CANCELLED,
     EVENT_STREAM,
@@ -64,6 +65,8 @@ DELETE_TIMEOUT_SECONDS = 2.0
 # Requests that legitimately stay open as long as the client wants (2026-07-28
 # subscriptions/listen): the upstream timeout does not cut them.
 LONG_LIVED_METHODS = frozenset({"subscriptions/listen"})
+TOOLS_LIST = "tools/list"
+TOOLS_CALL = "tools/call"
 
 
 @dataclass
@@ -117,6 +120,7 @@ class Bridge:
         self._reading = anyio.CancelScope()
         self._gone = False
         self._modern_seen = False
+        self._tool_params: dict[str, tuple[HeaderParam, ...]] = {}
 
     async def run(self) -> None:
         """Serve until the client's input ends, `stop()` is called or the client stops
@@ -276,7 +280,11 @@ class Bridge:
         stepped_up = False
         while True:
             token = await self._tokens.token()
-            headers = {**self._state.post_headers(message), "Authorization": token.authorization}
+            headers = {
+                **self._state.post_headers(message),
+                **self._param_headers(message),
+                "Authorization": token.authorization,
+            }
             with anyio.fail_after(limit):
                 async with self._upstream.exchange("POST", headers, message.raw) as reply:
                     challenge = bearer_challenge(reply.headers.get("www-authenticate"))
@@ -350,20 +358,70 @@ class Bridge:
                 return
 
     async def _forward_body(self, delivery: _Delivery, body: bytes) -> None:
-        for message in await self._forward(body):
-            if (
+        request = delivery.message
+
+        def answers_request(message: Message) -> bool:
+            return (
                 message.kind is Kind.RESPONSE
-                and message.id == delivery.message.id
-                and delivery.message.kind is Kind.REQUEST
-            ):
+                and message.id == request.id
+                and request.kind is Kind.REQUEST
+            )
+
+        def screened(message: Message) -> Message:
+            modern_listing = request.method == TOOLS_LIST and modern_version(request) is not None
+            return (
+                self._screen_tools(message)
+                if modern_listing and answers_request(message)
+                else message
+            )
+
+        for message in await self._forward(body, screened):
+            if answers_request(message):
                 delivery.answered = True
-                if delivery.message.method == INITIALIZE:
+                if request.method == INITIALIZE:
                     result = message.document.get("result")
                     if isinstance(result, dict):
                         delivery.initialize_result = result
 
-    async def _forward(self, data: bytes) -> list[Message]:
-        """Write the upstream's messages in `data` to the client, one line each."""
+    def _screen_tools(self, message: Message) -> Message:
+        """Remember each tool's x-mcp-header arguments; leave out tools whose annotations
+        are invalid, as the 2026-07-28 spec requires of a client."""
+        result = message.document.get("result")
+        if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+            return message
+        tools: list[object] = result["tools"]
+        kept: list[object] = []
+        for tool in tools:
+            name = tool.get("name") if isinstance(tool, dict) else None
+            try:
+                params = header_params(tool) if isinstance(tool, dict) else ()
+            except InvalidAnnotation as problem:
+                log.warning(
+                    "left out a tool with an invalid x-mcp-header annotation",
+                    extra={"tool": name, "reason": str(problem)},
+                )
+                continue
+            if isinstance(name, str):
+                self._tool_params[name] = params
+            kept.append(tool)
+        if len(kept) == len(tools):
+            return message
+        document = {**message.document, "result": {**result, "tools": kept}}
+        return Message(message.kind, compact(document), document, message.id, message.method)
+
+    def _param_headers(self, message: Message) -> dict[str, str]:
+        """`Mcp-Param-*` for a 2026-07-28 tools/call of a tool listed with annotations."""
+        if message.method != TOOLS_CALL or modern_version(message) is None:
+            return {}
+        name = message.params.get("name")
+        params = self._tool_params.get(name) if isinstance(name, str) else None
+        return param_headers(params, message.params.get("arguments")) if params else {}
+
+    async def _forward(
+        self, data: bytes, screen: Callable[[Message], Message] | None = None
+    ) -> list[Message]:
+        """Write the upstream's messages in `data` to the client, one line each (after
+        `screen`, which may replace one)."""
         if not data.strip():
             return []  # an SSE event without data, such as a resumption primer
         try:
@@ -374,6 +432,8 @@ class Bridge:
                 extra={"data": data[:SHOWN_BODY_CHARS].decode("utf-8", "replace")},
             )
             return []
+        if screen is not None:
+            messages = [screen(message) for message in messages]
         for message in messages:
             await self._send(message.raw)
         return messages

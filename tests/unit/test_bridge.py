@@ -606,3 +606,47 @@ async def test_an_unknown_cancellation_is_not_posted_on_the_2026_wire() -> None:
         await session.send(notification("notifications/cancelled", requestId=99))
         await session.call(request(2, "tools/list", _meta=meta))
     assert not session.upstream.posts("notifications/cancelled")
+
+
+async def test_tools_with_invalid_header_annotations_are_left_out_and_params_mirrored() -> None:
+    meta = {PROTOCOL_VERSION_META: "2026-07-28"}
+    good = {
+        "name": "valid_tool",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+        },
+    }
+    bad = {
+        "name": "invalid_tool",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"score": {"type": "number", "x-mcp-header": "Score"}},
+        },
+    }
+
+    async def listing(exchange: Exchange) -> FakeReply:
+        return json_response(result(exchange.document["id"], {"tools": [good, bad]}))
+
+    async with serving(Server(**{"tools/list": listing})) as session:
+        listed = await session.call(request(1, "tools/list", _meta=meta))
+        await session.call(
+            request(2, "tools/call", name="valid_tool", arguments={"region": "eu"}, _meta=meta)
+        )
+    assert [t["name"] for t in listed["result"]["tools"]] == ["valid_tool"]
+    (call,) = session.upstream.posts("tools/call")
+    assert call.headers["Mcp-Param-Region"] == "eu"
+
+
+async def test_on_the_2025_wire_tools_are_passed_as_they_are() -> None:
+    bad = {
+        "name": "x",
+        "inputSchema": {"properties": {"n": {"type": "number", "x-mcp-header": "N"}}},
+    }
+
+    async def listing(exchange: Exchange) -> FakeReply:
+        return json_response(result(exchange.document["id"], {"tools": [bad]}))
+
+    async with serving(Server(**{"tools/list": listing})) as session:
+        listed = await session.call(request(1, "tools/list"))
+    assert listed["result"]["tools"] == [bad]
