@@ -61,6 +61,7 @@ log = package_logger()
 ERROR_BODY_BYTES = 2048
 SHOWN_BODY_CHARS = 300
 SHUTDOWN_GRACE_SECONDS = 1.5
+RESUME_ATTEMPTS = 5
 DELETE_TIMEOUT_SECONDS = 2.0
 # Requests that legitimately stay open as long as the client wants (2026-07-28
 # subscriptions/listen): the upstream timeout does not cut them.
@@ -86,6 +87,8 @@ class _Delivery:
     answered: bool = False
     oversized: bool = False
     initialize_result: dict[str, object] | None = field(default=None)
+    # The decoder of the request's event stream, kept for resuming it if it breaks off.
+    stream: SseDecoder | None = None
 
 
 class Bridge:
@@ -295,7 +298,10 @@ class Bridge:
                         await self._relay(delivery, reply)
                         if message.method == INITIALIZE and delivery.initialize_result is not None:
                             self._state.learn(delivery.initialize_result, session_id)
-                        return delivery
+            if required is None and step is Next.DELIVER:
+                if delivery.stream is not None and not delivery.answered:
+                    await self._resume(delivery, delivery.stream, limit)
+                return delivery
             if required is not None:
                 stepped_up = True
                 if await self._tokens.step_up(required):
@@ -349,13 +355,54 @@ class Bridge:
             delivery.answered = True
 
     async def _relay_events(self, delivery: _Delivery, reply: UpstreamReply) -> None:
-        async for event in _events(reply, SseDecoder()):
-            if isinstance(event, OversizedEvent):
-                delivery.oversized = True
-            else:
-                await self._forward_body(delivery, event.data)
-            if delivery.answered:
+        stream = delivery.stream = delivery.stream or SseDecoder()
+        try:
+            async for event in _events(reply, stream):
+                if isinstance(event, OversizedEvent):
+                    delivery.oversized = True
+                else:
+                    await self._forward_body(delivery, event.data)
+                if delivery.answered:
+                    return
+        except UpstreamError as error:
+            if stream.last_event_id is None or modern_version(delivery.message) is not None:
+                raise
+            log.info("the response stream broke off; resuming it", extra={"reason": str(error)})
+
+    async def _resume(self, delivery: _Delivery, stream: SseDecoder, limit: float) -> None:
+        """A request's event stream ended before its response: resume it with GET and
+        Last-Event-ID after the server's `retry:` delay (2025 wire, transports §Resumability
+        and Redelivery). The 2026-07-28 wire has no resumption; a server that does not resume
+        leaves the request to be answered with an error."""
+        message = delivery.message
+        for attempt in range(RESUME_ATTEMPTS):
+            if delivery.answered or stream.last_event_id is None or modern_version(message):
                 return
+            delay = (
+                stream.retry_ms / 1000
+                if stream.retry_ms is not None
+                else self._backoff.delay(attempt, self._draw())
+            )
+            await anyio.sleep(delay)
+            token = await self._tokens.token()
+            headers = {
+                **self._state.stream_headers(stream.last_event_id),
+                "Authorization": token.authorization,
+            }
+            log.debug(
+                "resuming an interrupted response stream",
+                extra={"method": message.method, "last_event_id": stream.last_event_id},
+            )
+            with anyio.fail_after(limit):
+                async with self._upstream.exchange("GET", headers) as reply:
+                    content_type = reply.headers.get("content-type", "").split(";")[0].strip()
+                    if reply.status != 200 or content_type != EVENT_STREAM:
+                        log.warning(
+                            "the upstream did not resume the response stream",
+                            extra={"status": reply.status},
+                        )
+                        return
+                    await self._relay_events(delivery, reply)
 
     async def _forward_body(self, delivery: _Delivery, body: bytes) -> None:
         request = delivery.message

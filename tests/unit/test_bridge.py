@@ -650,3 +650,36 @@ async def test_on_the_2025_wire_tools_are_passed_as_they_are() -> None:
     async with serving(Server(**{"tools/list": listing})) as session:
         listed = await session.call(request(1, "tools/list"))
     assert listed["result"]["tools"] == [bad]
+
+
+async def test_a_broken_response_stream_is_resumed_with_last_event_id() -> None:
+    async def primed_then_closed(exchange: Exchange) -> FakeReply:
+        return FakeReply(
+            200, {"content-type": "text/event-stream"}, [b"id: ev-1\nretry: 0\ndata: \n\n"]
+        )
+
+    server = Server(**{"tools/call": primed_then_closed})
+    resumed = sse_response(result(1, "resumed"))
+
+    async def handler(exchange: Exchange) -> FakeReply:
+        if exchange.method == "GET" and "Last-Event-ID" in exchange.headers:
+            return resumed
+        return await server(exchange)
+
+    async with serving(handler) as session:
+        await session.start()
+        assert (await session.call(request(1, "tools/call", name="x")))["result"] == "resumed"
+    (resume,) = [e for e in session.upstream.exchanges if "Last-Event-ID" in e.headers]
+    assert (resume.method, resume.headers["Last-Event-ID"]) == ("GET", "ev-1")
+    assert resume.headers["Mcp-Session-Id"] == SESSION
+
+
+async def test_a_server_that_will_not_resume_leaves_an_error() -> None:
+    async def primed_then_closed(exchange: Exchange) -> FakeReply:
+        return FakeReply(
+            200, {"content-type": "text/event-stream"}, [b"id: ev-1\nretry: 0\ndata: \n\n"]
+        )
+
+    async with serving(Server(**{"tools/call": primed_then_closed})) as session:
+        answer = await session.call(request(1, "tools/call", name="x"))
+    assert "without a response" in answer["error"]["message"]
