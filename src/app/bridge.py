@@ -27,10 +27,12 @@ from ..domain.config import UpstreamConfig
 from ..domain.discovery import bearer_challenge
 from ..domain.errors import ClientGone, OAuthError, UpstreamError
 from ..domain.jsonrpc import (
+    BATCH_REFUSED,
     INTERNAL_ERROR,
     INVALID_REQUEST,
     UPSTREAM_HTTP_ERROR,
     UPSTREAM_TRANSPORT_ERROR,
+    Batch,
     Invalid,
     JsonId,
     Kind,
@@ -67,6 +69,7 @@ DELETE_TIMEOUT_SECONDS = 2.0
 # subscriptions/listen): the upstream timeout does not cut them.
 LONG_LIVED_METHODS = frozenset({"subscriptions/listen"})
 TOOLS_LIST = "tools/list"
+BATCH_VERSION = "2025-03-26"
 TOOLS_CALL = "tools/call"
 
 
@@ -162,6 +165,15 @@ class Bridge:
                 )
                 continue
             parsed = parse_client_line(line)
+            if isinstance(parsed, Batch):
+                if BATCH_VERSION not in (self._state.version, self._state.negotiated_version):
+                    await self._send(BATCH_REFUSED)
+                    continue
+                # Each member travels on its own, through the same path as any message (its
+                # own POST, 401 handling and errors), and is answered on its own line.
+                for member in parsed.messages:
+                    self._dispatch(member)
+                continue
             if isinstance(parsed, Invalid):
                 log.warning(
                     "answered an invalid line from the client", extra={"reason": parsed.reason}

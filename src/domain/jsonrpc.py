@@ -53,22 +53,33 @@ class Invalid:
     reason: str
 
 
-def parse_client_line(line: bytes) -> Message | Invalid:
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A JSON-RPC batch: allowed by MCP 2025-03-26 only (later revisions removed them)."""
+
+    messages: tuple[Message, ...]
+
+
+def parse_client_line(line: bytes) -> Message | Batch | Invalid:
     """Classify one stdio line from the client; an invalid one gets its JSON-RPC error."""
     try:
         value = json.loads(line, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         return Invalid(error_line(None, PARSE_ERROR, f"Parse error: {exc}"), "not JSON")
     if isinstance(value, list):
-        return Invalid(
-            error_line(
-                None,
-                INVALID_REQUEST,
-                "Invalid Request: JSON-RPC batches are not "
-                "supported by this MCP revision; send one message per line",
-            ),
-            "a batch",
-        )
+        members = [classify(item, compact(item)) for item in value]
+        valid = [member for member in members if member is not None]
+        if not valid or len(valid) != len(members):
+            return Invalid(
+                error_line(
+                    None,
+                    INVALID_REQUEST,
+                    "Invalid Request: an empty batch, or one "
+                    "with an element that is not a JSON-RPC 2.0 message",
+                ),
+                "an invalid batch",
+            )
+        return Batch(tuple(valid))
     message = classify(value, line)
     if message is None:
         request_id = value.get("id") if isinstance(value, dict) else None
@@ -147,3 +158,11 @@ def _valid_id(value: object) -> JsonId:
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         return value
     return None
+
+
+BATCH_REFUSED = error_line(
+    None,
+    INVALID_REQUEST,
+    "Invalid Request: JSON-RPC batches are allowed only on MCP 2025-03-26 (removed from "
+    "2025-06-18 on); send one message per line",
+)

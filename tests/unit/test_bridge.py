@@ -683,3 +683,28 @@ async def test_a_server_that_will_not_resume_leaves_an_error() -> None:
     async with serving(Server(**{"tools/call": primed_then_closed})) as session:
         answer = await session.call(request(1, "tools/call", name="x"))
     assert "without a response" in answer["error"]["message"]
+
+
+async def test_a_batch_on_2025_03_26_is_answered_message_by_message() -> None:
+    async def old_initialize(exchange: Exchange) -> FakeReply:
+        return json_response(
+            result(0, {"protocolVersion": "2025-03-26"}), headers={"mcp-session-id": SESSION}
+        )
+
+    async with serving(Server(initialize=old_initialize)) as session:
+        await session.call(initialize())
+        await session.send(
+            [request(1, "ping"), notification("notifications/x"), request(2, "ping")]
+        )
+        answers = {(await session.receive())["id"] for _ in range(2)}
+    assert answers == {1, 2}
+    assert len(session.upstream.posts("ping")) == 2
+
+
+async def test_a_batch_on_later_revisions_is_an_invalid_request() -> None:
+    async with serving(Server()) as session:
+        await session.start()
+        await session.send([request(1, "ping")])
+        refused = await session.receive()
+    assert (refused["id"], refused["error"]["code"]) == (None, -32600)
+    assert not session.upstream.posts("ping")

@@ -10,6 +10,7 @@ import pytest
 from mcp_oauth2_proxy.domain.jsonrpc import (
     INVALID_REQUEST,
     PARSE_ERROR,
+    Batch,
     Invalid,
     Kind,
     Message,
@@ -112,15 +113,25 @@ def test_a_line_that_is_not_json_gets_a_parse_error_with_a_null_id(line: bytes) 
     assert parsed.reason == "not JSON"
 
 
-@pytest.mark.parametrize(
-    "line", [b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]', b"[]", b'[{"jsonrpc":"2.0","id":2}]']
-)
-def test_a_batch_is_refused_as_an_invalid_request(line: bytes) -> None:
+@pytest.mark.parametrize("line", [b"[]", b'[{"jsonrpc":"2.0","id":2}]', b'[1, {"x": 2}]'])
+def test_an_empty_or_invalid_batch_is_an_invalid_request(line: bytes) -> None:
     parsed, reply = invalid(line)
     assert reply["id"] is None
     assert reply["error"]["code"] == INVALID_REQUEST == -32600
     assert "batch" in reply["error"]["message"]
-    assert parsed.reason == "a batch"
+    assert parsed.reason == "an invalid batch"
+
+
+def test_a_batch_is_split_into_its_messages() -> None:
+    parsed = parse_client_line(
+        b'[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"n"}]'
+    )
+    assert isinstance(parsed, Batch)
+    assert [(m.kind, m.id, m.method) for m in parsed.messages] == [
+        (Kind.REQUEST, 1, "ping"),
+        (Kind.NOTIFICATION, None, "n"),
+    ]
+    assert parsed.messages[0].raw == b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
 
 
 @pytest.mark.parametrize("line", [b'"text"', b"42", b"null", b"true", b"1.5"])
