@@ -119,6 +119,7 @@ class Exchange:
     method: str
     headers: dict[str, str]
     body: bytes | None
+    url: str | None = None
 
     @property
     def document(self) -> Any:
@@ -149,8 +150,9 @@ class FakeUpstream:
         method: Literal["POST", "GET", "DELETE"],
         headers: Mapping[str, str],
         body: bytes | None = None,
+        url: str | None = None,
     ) -> AsyncIterator[FakeReply]:
-        exchange = Exchange(method, dict(headers), body)
+        exchange = Exchange(method, dict(headers), body, url)
         self.exchanges.append(exchange)
         self.changed.set()
         self.changed = anyio.Event()

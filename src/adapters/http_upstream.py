@@ -55,13 +55,15 @@ class HttpUpstream:
         method: Literal["POST", "GET", "DELETE"],
         headers: Mapping[str, str],
         body: bytes | None = None,
+        url: str | None = None,
     ) -> AsyncIterator[HttpReply]:
-        request = self._client.build_request(method, self._url, headers=headers, content=body)
+        target = url or self._url
+        request = self._client.build_request(method, target, headers=headers, content=body)
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise UpstreamError(
-                f"could not reach the upstream {self._url}: {_reason(exc)}; check "
+                f"could not reach the upstream {target}: {_reason(exc)}; check "
                 "upstream.url / UPSTREAM_URL and that the server is reachable (VPN, HTTPS_PROXY)"
             ) from None
         try:

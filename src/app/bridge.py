@@ -56,6 +56,7 @@ from ..domain.wire import (
     WireState,
     modern_version,
 )
+from .legacy_sse import LegacySse
 from .token_manager import TokenManager
 
 log = package_logger()
@@ -127,6 +128,8 @@ class Bridge:
         self._gone = False
         self._modern_seen = False
         self._tool_params: dict[str, tuple[HeaderParam, ...]] = {}
+        self._legacy: LegacySse | None = None
+        self._legacy_lock = anyio.Lock()
 
     async def run(self) -> None:
         """Serve until the client's input ends, `stop()` is called or the client stops
@@ -291,6 +294,9 @@ class Bridge:
         be cut short by upstream.timeoutMs."""
         delivery = _Delivery(message)
         limit = math.inf if message.method in LONG_LIVED_METHODS else self._config.timeout_ms / 1000
+        legacy_wire = modern_version(message) is None
+        if legacy_wire and (self._legacy is not None or self._config.transport == "sse"):
+            return await self._deliver_legacy(message, limit)
         renewals = 0
         stepped_up = False
         while True:
@@ -305,11 +311,25 @@ class Bridge:
                     challenge = bearer_challenge(reply.headers.get("www-authenticate"))
                     required = step_up_scope(reply.status, challenge, stepped_up)
                     step = self._policy.decide(reply.status, renewals)
-                    if required is None and step is Next.DELIVER:
+                    # transports §Backwards Compatibility: a server that refuses the first
+                    # initialize POST this way may speak the HTTP+SSE transport instead.
+                    fall_back = (
+                        message.method == INITIALIZE
+                        and legacy_wire
+                        and self._config.transport == "auto"
+                        and reply.status in (400, 404, 405)
+                    )
+                    if required is None and step is Next.DELIVER and not fall_back:
                         session_id = reply.headers.get("mcp-session-id")
                         await self._relay(delivery, reply)
                         if message.method == INITIALIZE and delivery.initialize_result is not None:
                             self._state.learn(delivery.initialize_result, session_id)
+            if fall_back:
+                log.info(
+                    "the upstream refused streamable HTTP; trying the HTTP+SSE transport",
+                    extra={"status": reply.status},
+                )
+                return await self._deliver_legacy(message, limit)
             if required is None and step is Next.DELIVER:
                 if delivery.stream is not None and not delivery.answered:
                     await self._resume(delivery, delivery.stream, limit)
@@ -577,9 +597,54 @@ class Bridge:
             },
         )
 
+    async def _deliver_legacy(self, message: Message, limit: float) -> _Delivery:
+        """POST to the HTTP+SSE endpoint; the answer arrives on its event stream."""
+        legacy = await self._legacy_session()
+        delivery = _Delivery(message)
+        if message.kind is Kind.REQUEST:
+            legacy.expect(message.id)
+        renewals = 0
+        while True:
+            token = await self._tokens.token()
+            headers = {"Content-Type": "application/json", "Authorization": token.authorization}
+            with anyio.fail_after(limit):
+                async with self._upstream.exchange(
+                    "POST", headers, message.raw, url=legacy.endpoint
+                ) as reply:
+                    step = self._policy.decide(reply.status, renewals)
+                    if step is Next.DELIVER and reply.status >= 400:
+                        await self._relay_error(delivery, reply)
+                        return delivery
+            if step is Next.RENEW_AND_RESEND:
+                self._tokens.invalidate(token)
+                renewals += 1
+                continue
+            if step is Next.GIVE_UP:
+                await self._fail(
+                    message, UPSTREAM_HTTP_ERROR, PERSISTENT_401_ADVICE, {"status": 401}
+                )
+                delivery.answered = True
+                return delivery
+            break
+        if message.kind is Kind.REQUEST:
+            with anyio.fail_after(limit):
+                delivery.answered = await legacy.answer(message.id)
+        return delivery
+
+    async def _legacy_session(self) -> LegacySse:
+        async with self._legacy_lock:
+            if self._legacy is None:
+                assert self._tasks is not None
+                legacy = LegacySse(self._upstream, self._tokens, self._config.url, self._send)
+                await legacy.open(self._tasks)
+                self._legacy = legacy
+            return self._legacy
+
     def _start_server_stream(self) -> None:
         if self._stream_started or not self._config.open_server_stream or self._tasks is None:
             return
+        if self._legacy is not None:
+            return  # the HTTP+SSE transport's one stream already carries server messages
         self._stream_started = True
         self._tasks.start_soon(self._server_stream)
 

@@ -19,6 +19,7 @@ from .settings import SETTINGS
 Grant = Literal["client_credentials", "refresh_token", "authorization_code", "password"]
 AuthStyle = Literal["body", "header"]
 LogLevel = Literal["trace", "debug", "info", "warn", "error", "fatal"]
+Transport = Literal["auto", "streamable-http", "sse"]
 
 
 def shown_url(url: str) -> str:
@@ -114,6 +115,7 @@ class UpstreamConfig(_Section):
     timeout_ms: Annotated[int, Field(gt=0)] = 300_000
     open_server_stream: bool = True
     protocol_version: NonEmpty | None = None
+    transport: Annotated[Transport, BeforeValidator(_lower_case)] = "auto"
 
 
 class OAuth2Config(_Section):

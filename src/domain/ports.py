@@ -76,7 +76,10 @@ class UpstreamTransport(Protocol):
         method: Literal["POST", "GET", "DELETE"],
         headers: Mapping[str, str],
         body: bytes | None = None,
-    ) -> AbstractAsyncContextManager[UpstreamReply]: ...
+        url: str | None = None,
+    ) -> AbstractAsyncContextManager[UpstreamReply]:
+        """`url` defaults to the upstream URL; the HTTP+SSE transport posts elsewhere."""
+        ...
 
 
 class ClientChannel(Protocol):

@@ -76,6 +76,12 @@ SETTINGS: tuple[Setting, ...] = (
         "MCP-Protocol-Version header to send; default: the negotiated version.",
     ),
     Setting(
+        "upstream.transport",
+        "UPSTREAM_TRANSPORT",
+        Kind.CHOICE,
+        "auto, streamable-http or sse (the HTTP+SSE transport of MCP 2024-11-05).",
+    ),
+    Setting(
         "oauth2.grant",
         "OAUTH2_GRANT",
         Kind.CHOICE,

@@ -233,3 +233,16 @@ async def test_the_proxy_ends_cleanly_deleting_the_session(
             assert await process.wait() == 0
     assert upstream.seen[-1].method == "DELETE"
     assert upstream.seen[-1].headers["mcp-session-id"]
+
+
+async def test_a_server_on_the_http_sse_transport_of_2024_11_05(idp: LocalIdp) -> None:
+    async with running_upstream(idp, legacy_sse=True) as old:
+        with anyio.fail_after(BOUND_SECONDS):
+            async with client(old, "legacy") as session:
+                assert text_of(await session.call_tool("echo", {"text": "old"})) == "old"
+                result = await session.call_tool("steps", {"count": 2})
+                assert text_of(result) == "did 2 steps"
+    methods = [(s.method, s.headers.get("authorization", "")) for s in old.seen]
+    assert methods[0] == ("POST", "Bearer local-access-token-1")  # streamable HTTP first
+    assert ("GET", "Bearer local-access-token-1") in methods
+    assert all(auth == "Bearer local-access-token-1" for _, auth in methods)

@@ -708,3 +708,19 @@ async def test_a_batch_on_later_revisions_is_an_invalid_request() -> None:
         refused = await session.receive()
     assert (refused["id"], refused["error"]["code"]) == (None, -32600)
     assert not session.upstream.posts("ping")
+
+
+async def test_an_http_sse_endpoint_on_another_origin_is_refused() -> None:
+    hold = anyio.Event()
+
+    async def old_server(exchange: Exchange) -> FakeReply:
+        if exchange.method == "GET":
+            endpoint = b"event: endpoint\ndata: https://elsewhere.example/messages\n\n"
+            return FakeReply(200, {"content-type": "text/event-stream"}, [endpoint], hold=hold)
+        return FakeReply(405)
+
+    async with serving(old_server) as session:
+        answer = await session.call(initialize())
+        hold.set()
+    assert "not on its origin" in answer["error"]["message"]
+    assert all(e.url is None for e in session.upstream.exchanges)

@@ -27,6 +27,7 @@ FIELD_OF_ENV: dict[str, tuple[str, str]] = {
     "UPSTREAM_TIMEOUT_MS": ("upstream", "timeout_ms"),
     "UPSTREAM_OPEN_SERVER_STREAM": ("upstream", "open_server_stream"),
     "UPSTREAM_PROTOCOL_VERSION": ("upstream", "protocol_version"),
+    "UPSTREAM_TRANSPORT": ("upstream", "transport"),
     "OAUTH2_GRANT": ("oauth2", "grant"),
     "OAUTH2_TOKEN_URL": ("oauth2", "token_url"),
     "OAUTH2_CLIENT_ID": ("oauth2", "client_id"),
@@ -58,6 +59,7 @@ FIELD_OF_ENV: dict[str, tuple[str, str]] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "oauth2.grant": ("client_credentials", "refresh_token", "authorization_code", "password"),
     "oauth2.authStyle": ("body", "header"),
+    "upstream.transport": ("auto", "streamable-http", "sse"),
     "log.level": ("trace", "debug", "info", "warn", "error", "fatal"),
 }
 
