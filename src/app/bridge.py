@@ -298,7 +298,7 @@ class Bridge:
         if legacy_wire and (self._legacy is not None or self._config.transport == "sse"):
             return await self._deliver_legacy(message, limit)
         renewals = 0
-        stepped_up = False
+        stepped_up = moved = False
         while True:
             token = await self._tokens.token()
             headers = {
@@ -355,6 +355,9 @@ class Bridge:
                 )
                 self._tokens.invalidate(token)
                 renewals += 1
+                continue
+            if not moved and await self._tokens.follow_move():
+                moved, renewals = True, 0
                 continue
             await self._fail(message, UPSTREAM_HTTP_ERROR, PERSISTENT_401_ADVICE, {"status": 401})
             delivery.answered = True

@@ -45,7 +45,7 @@ from ..domain.redaction import Redactor
 from ..domain.token_exchange import TokenRequestBuilder
 from .bridge import Bridge
 from .config_loading import load_config
-from .discovery import Discovery, Registrar
+from .discovery import Discovery, Rediscovery, Registrar
 from .grants import Grant, build_grant, build_token_requests
 from .interactive_login import InteractiveLogin
 from .token_client import TokenClient
@@ -79,6 +79,20 @@ def registrar_for(
     if found is None or loaded.source_of("oauth2.clientId").kind != "discovery":
         return None
     return Registrar(discovery, found, loaded.config.oauth2, builder)
+
+
+def rediscovery_for(
+    original: LoadedConfig | None,
+    found: Discovered | None,
+    discovery: Discovery,
+    builder: TokenRequestBuilder,
+    registrar: Registrar | None,
+    redactor: Redactor,
+) -> Rediscovery | None:
+    """A Rediscovery when the authorization server was discovered (and so may move)."""
+    if original is None or found is None:
+        return None
+    return Rediscovery(discovery, original, found, builder, registrar, redactor)
 
 
 class Container(containers.DeclarativeContainer):
@@ -138,8 +152,19 @@ class Container(containers.DeclarativeContainer):
     )
     # What startup discovery found (set by Proxy once it has run), else None.
     discovered: providers.Provider[Discovered | None] = providers.Object(None)
+    # The configuration as loaded, before discovery filled it in (Proxy sets it too).
+    original_config: providers.Provider[LoadedConfig | None] = providers.Object(None)
     registrar: providers.Provider[Registrar | None] = providers.Singleton(
         registrar_for, loaded_config, discovered, discovery, token_requests
+    )
+    rediscovery: providers.Provider[Rediscovery | None] = providers.Singleton(
+        rediscovery_for,
+        original_config,
+        discovered,
+        discovery,
+        token_requests,
+        registrar,
+        redactor,
     )
     interactive_login: providers.Provider[InteractiveLogin] = providers.Singleton(
         InteractiveLogin,
@@ -162,6 +187,7 @@ class Container(containers.DeclarativeContainer):
         clock,
         providers.Callable(store_for_grant, oauth2, token_store.provider),
         registrar,
+        rediscovery,
     )
 
     upstream: providers.Provider[UpstreamTransport] = providers.Singleton(

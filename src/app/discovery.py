@@ -11,12 +11,13 @@ always win over what is discovered; what is discovered is checked before it is u
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import anyio
 from pydantic import SecretStr
 
-from ..adapters.stderr_log import package_logger
+from ..adapters.stderr_log import notice_logger, package_logger
 from ..domain.authorization import redirect_target
 from ..domain.client_registration import (
     RegisteredClient,
@@ -38,12 +39,17 @@ from ..domain.discovery import (
     resource_metadata_urls,
     unsafe_endpoints,
 )
-from ..domain.errors import ConfigProblem, InsecureUrlError, OAuthError
+from ..domain.errors import ConfigError, ConfigProblem, InsecureUrlError, OAuthError
 from ..domain.ports import ClientRegistry, DiscoveryTransport
-from ..domain.token_exchange import TokenRequestBuilder
+from ..domain.redaction import Redactor
+from ..domain.token_exchange import TokenRequestBuilder, resource_indicator
 from ..domain.url_guard import url_problem
 
+if TYPE_CHECKING:
+    from .interactive_login import InteractiveLogin
+
 log = package_logger()
+notices = notice_logger()
 
 DISCOVERY_TIMEOUT_SECONDS = 30.0
 
@@ -260,3 +266,59 @@ def _apply(
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclass
+class Rediscovery:
+    """Follows the upstream when it moves to another authorization server: its 401 then
+    comes from tokens the old server issued, and its metadata names the new one (SEP-2352).
+    The proxy becomes the new server's client (registered anew) and never shows it the old
+    server's client or tokens."""
+
+    discovery: Discovery
+    original: LoadedConfig
+    found: Discovered
+    builder: TokenRequestBuilder
+    registrar: Registrar | None
+    redactor: Redactor
+
+    async def moved(self, login: InteractiveLogin | None) -> bool:
+        """True when the authorization server changed and the proxy now acts for the new one."""
+        try:
+            loaded, found = await self.discovery.resolve(self.original)
+        except (OAuthError, ConfigError) as error:
+            # The refusal stays the news; why the server could not be asked again is a detail.
+            log.warning(
+                "could not discover the authorization server again", extra={"reason": str(error)}
+            )
+            return False
+        if found is None or found.issuer == self.found.issuer:
+            return False
+        if self.original.config.oauth2.client_secret is not None:
+            # A configured secret belongs to the server it was issued by; the MCP server must
+            # not be able to send it elsewhere.
+            notices.warning(
+                "the MCP server now names another authorization server; the configured client "
+                "secret is not sent there: set OAUTH2_CLIENT_ID, OAUTH2_CLIENT_SECRET and "
+                "OAUTH2_TOKEN_URL for it and restart",
+                extra={"from": self.found.issuer, "to": found.issuer},
+            )
+            self.found = found
+            return False
+        oauth = loaded.config.oauth2
+        self.redactor.register(*loaded.config.secrets())
+        secret = oauth.client_secret.get_secret_value() if oauth.client_secret else None
+        self.builder.token_url = oauth.token_url or self.builder.token_url
+        self.builder.identify(oauth.client_id or self.builder.client_id, secret, oauth.auth_style)
+        self.builder.scope = oauth.scope
+        self.builder.resource = resource_indicator(oauth.resource)
+        if login is not None:
+            login.move_to(oauth, found)
+        if self.registrar is not None:
+            self.registrar.found, self.registrar.oauth = found, oauth
+        notices.warning(
+            "the MCP server moved to another authorization server; acting as its client now",
+            extra={"from": self.found.issuer, "to": found.issuer},
+        )
+        self.found = found
+        return True

@@ -48,6 +48,11 @@ class InteractiveLogin:
         self._entropy = entropy
         self._discovered = discovered
 
+    def move_to(self, oauth: OAuth2Config, discovered: Discovered) -> None:
+        """Log in at another authorization server from now on (it was discovered again)."""
+        self._oauth = oauth
+        self._discovered = discovered
+
     async def run(self) -> IssuedTokens:
         """Raises:
         ConfigError: no authorization endpoint, or the callback port is taken.

@@ -121,9 +121,11 @@ class Proxy:
     async def _discover(self) -> None:
         """Fill in what the configuration lacks from the upstream's metadata, once, before
         anything uses the token machinery (whose parts are built from the result)."""
-        loaded, found = await self.container.discovery().resolve(self.container.loaded_config())
+        original = self.container.loaded_config()
+        loaded, found = await self.container.discovery().resolve(original)
         check_config(loaded, discovery_pending=False)
         if found is not None:
+            self.container.original_config.override(providers.Object(original))
             self.container.redactor().register(*loaded.config.secrets())
             self.container.loaded_config.override(providers.Object(loaded))
             self.container.discovered.override(providers.Object(found))

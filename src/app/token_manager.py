@@ -27,7 +27,7 @@ from ..domain.errors import OAuthError, TokenEndpointError
 from ..domain.ports import Clock, TokenStore
 from ..domain.token_exchange import TokenRequestBuilder
 from ..domain.token_lifecycle import AccessToken, IssuedTokens
-from .discovery import Registrar
+from .discovery import Rediscovery, Registrar
 from .grants import Grant
 from .token_client import TokenClient
 
@@ -46,6 +46,7 @@ class TokenManager:
         clock: Clock,
         store: TokenStore | None = None,
         registrar: Registrar | None = None,
+        rediscovery: Rediscovery | None = None,
     ) -> None:
         self._grant = grant
         self._client = client
@@ -53,6 +54,7 @@ class TokenManager:
         self._clock = clock
         self._store = store
         self._registrar = registrar
+        self._rediscovery = rediscovery
         self._stepped_up_to: str | None = None
         self._lock = anyio.Lock()
         self._access: AccessToken | None = None
@@ -110,6 +112,25 @@ class TokenManager:
                 )
                 self._keep(await interactive.run())
                 self._stepped_up_to = wider
+        return True
+
+    async def follow_move(self) -> bool:
+        """After a fresh token was refused too: has the upstream moved to another
+        authorization server? If so, forget everything from the old one and act as the new
+        one's client (the next token() logs in there); True then."""
+        if self._rediscovery is None:
+            return False
+        async with self._lock:
+            old_key = self._key
+            if not await self._rediscovery.moved(self._grant.interactive):
+                return False
+            # The old server's refresh token is worthless now and must never reach the new
+            # server, even when both are reached under the same client id and token URL.
+            if self._store is not None:
+                self._store.delete(old_key)
+            self._access = None
+            self._refresh_token = None
+            self._configured_refresh_token = None
         return True
 
     def invalidate(self, token: AccessToken) -> None:

@@ -55,6 +55,7 @@ from mcp_oauth2_proxy.domain.pkce import LoginSecrets
 from mcp_oauth2_proxy.domain.ports import ClientRegistry
 from mcp_oauth2_proxy.domain.redaction import Redactor
 
+from ..conftest import warnings
 from ..fakes import (
     Exchange,
     FakeClock,
@@ -982,6 +983,94 @@ async def test_a_secret_issued_at_registration_is_used_from_the_start() -> None:
     assert form(token.calls.last.request).get("client_secret") == "dyn-secret"
 
 
+NEW_ISSUER = "https://idp2.example"
+
+
+async def test_a_move_to_another_authorization_server_is_followed_with_a_new_client() -> None:
+    ports = login_ports()
+    with respx.mock(assert_all_called=True) as mock:
+        mock.post(UPSTREAM).respond(401, headers={"WWW-Authenticate": CHALLENGE})
+        resource_metadata = mock.get(PRM_PATH).respond(200, json=prm())
+        mock.get(AS_META).respond(200, json=as_metadata())
+        mock.post(REGISTER_URL).respond(201, json={"client_id": "dyn-1"})
+        mock.post(TOKEN_URL).respond(
+            200, json={"access_token": "at-1", "token_type": "Bearer", "refresh_token": "rt-1"}
+        )
+        async with proxy_for(loaded(), ports) as proxy:
+            tokens = proxy.container.token_manager()
+            assert (await proxy.access_token()).value == "at-1"
+            assert not await tokens.follow_move()  # still the same server: nothing to follow
+
+            resource_metadata.respond(200, json=prm(servers=(NEW_ISSUER,)))
+            mock.get(f"{NEW_ISSUER}/.well-known/oauth-authorization-server").respond(
+                200,
+                json=as_metadata(
+                    NEW_ISSUER,
+                    authorization_endpoint=f"{NEW_ISSUER}/authorize",
+                    token_endpoint=f"{NEW_ISSUER}/token",
+                    registration_endpoint=f"{NEW_ISSUER}/register",
+                ),
+            )
+            mock.post(f"{NEW_ISSUER}/register").respond(201, json={"client_id": "dyn-2"})
+            new_token = mock.post(f"{NEW_ISSUER}/token").respond(
+                200, json={"access_token": "at-2", "token_type": "Bearer"}
+            )
+            assert await tokens.follow_move()
+            assert (await proxy.access_token()).value == "at-2"
+            assert not await tokens.follow_move()
+    first, second = ports.browser.opened
+    assert query(first)["client_id"] == "dyn-1"
+    assert second.startswith(f"{NEW_ISSUER}/authorize?")
+    assert query(second)["client_id"] == "dyn-2"
+    sent = form(new_token.calls.last.request)
+    assert (sent["grant_type"], sent["client_id"], sent["code"]) == (
+        "authorization_code",
+        "dyn-2",
+        "code-2",
+    )
+    assert ports.listener.secrets is not None
+    assert ports.listener.secrets.issuer == NEW_ISSUER
+
+
+async def test_a_configured_secret_is_never_sent_to_the_server_moved_to(
+    caplog_warnings: pytest.LogCaptureFixture,
+) -> None:
+    config = loaded(grant="client_credentials", client_id="app", client_secret="s3cret")
+    with respx.mock(assert_all_called=True) as mock:
+        standard_idp(mock)
+        mock.post(TOKEN_URL).respond(200, json={"access_token": "at-1", "token_type": "Bearer"})
+        async with Proxy(config) as proxy:
+            assert (await proxy.access_token()).value == "at-1"
+            mock.get(PRM_PATH).respond(200, json=prm(servers=(NEW_ISSUER,)))
+            mock.get(f"{NEW_ISSUER}/.well-known/oauth-authorization-server").respond(
+                200, json=as_metadata(NEW_ISSUER, token_endpoint=f"{NEW_ISSUER}/token")
+            )
+            assert not await proxy.container.token_manager().follow_move()
+            assert not await proxy.container.token_manager().follow_move()
+            assert proxy.container.token_requests().token_url == TOKEN_URL
+            proxy.invalidate(await proxy.access_token())
+            assert (await proxy.access_token()).value == "at-1"  # from the old server
+    assert caplog_warnings.text.count("the configured client secret is not sent there") == 1
+
+
+async def test_when_the_server_cannot_be_asked_again_nothing_moves(
+    caplog_warnings: pytest.LogCaptureFixture,
+) -> None:
+    ports = login_ports()
+    with respx.mock(assert_all_called=True) as mock:
+        standard_idp(mock)
+        mock.post(REGISTER_URL).respond(201, json={"client_id": "dyn-1"})
+        mock.post(TOKEN_URL).respond(200, json={"access_token": "at-1", "token_type": "Bearer"})
+        async with proxy_for(loaded(), ports) as proxy:
+            assert (await proxy.access_token()).value == "at-1"
+            mock.post(UPSTREAM).mock(side_effect=httpx.ConnectError("refused"))
+            assert not await proxy.container.token_manager().follow_move()
+            assert (await proxy.access_token()).value == "at-1"
+    (warning,) = warnings(caplog_warnings)
+    assert warning.getMessage() == "could not discover the authorization server again"
+    assert len(ports.browser.opened) == 1
+
+
 async def test_a_proxy_that_discovers_nothing_does_not_start() -> None:
     with respx.mock(assert_all_called=False) as mock:
         mock.post(UPSTREAM).respond(404)
@@ -1298,12 +1387,17 @@ class Bridged:
 
 @asynccontextmanager
 async def bridged(
-    handler: Handler, config: ProxyConfig, endpoint: FakeTokenEndpoint, ports: Login
+    handler: Handler,
+    config: ProxyConfig,
+    endpoint: FakeTokenEndpoint,
+    ports: Login,
+    rediscovery: object = None,
 ) -> AsyncIterator[Bridged]:
     upstream = FakeUpstream(handler)
     stdin_send, stdin_receive = anyio.create_memory_object_stream[bytes](100)
     stdout_send, stdout_receive = anyio.create_memory_object_stream[bytes](100)
     proxy = proxy_for(config, ports)
+    proxy.container.rediscovery.override(providers.Object(rediscovery))
     proxy.container.token_endpoint.override(providers.Object(endpoint))
     proxy.container.upstream.override(providers.Object(upstream))
     # No HTTP at all is expected here: respx refuses anything that would reach a network.
@@ -1379,6 +1473,62 @@ async def test_requests_refused_together_cause_one_step_up_login() -> None:
     assert len(ports.browser.opened) == 2
     assert len(session.endpoint.requests) == 2
     assert sorted(session.authorizations()) == ["Bearer token-1"] * 2 + ["Bearer token-2"] * 2
+
+
+class MovesOnce:
+    """Rediscovery that finds, once, that the server moved to another authorization server."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def moved(self, login: object) -> bool:
+        self.asked += 1
+        return self.asked == 1
+
+
+async def test_a_persistent_401_asks_whether_the_server_moved_and_logs_in_there() -> None:
+    async def refuse_the_old_servers_tokens(exchange: Exchange) -> FakeReply:
+        if exchange.headers["Authorization"] in ("Bearer token-1", "Bearer token-2"):
+            return FakeReply(401, {"www-authenticate": 'Bearer realm="mcp"'})
+        return ok(exchange)
+
+    ports = login_ports()
+    endpoint = FakeTokenEndpoint(
+        token_reply("token-1", refresh="r-1"),
+        token_reply("token-2", refresh="r-2"),
+        token_reply("token-3"),
+    )
+    move = MovesOnce()
+    async with bridged(refuse_the_old_servers_tokens, STEP_UP_CONFIG, endpoint, ports, move) as s:
+        answer = await s.call(request(1))
+        assert answer == {"jsonrpc": "2.0", "id": 1, "result": "saved"}
+        refused = await s.call(request(2, "tools/list"))
+    assert s.authorizations() == ["Bearer token-1", "Bearer token-2"] + ["Bearer token-3"] * 2
+    assert [form["grant_type"] for form in endpoint.forms] == [
+        "authorization_code",
+        "refresh_token",
+        "authorization_code",
+    ]
+    assert "r-2" not in endpoint.forms[2].values()
+    assert len(ports.browser.opened) == 2
+    assert move.asked == 1
+    assert refused == {"jsonrpc": "2.0", "id": 2, "result": "saved"}
+
+
+async def test_a_persistent_401_is_explained_when_the_server_did_not_move() -> None:
+    async def always_refused(exchange: Exchange) -> FakeReply:
+        return FakeReply(401, {"www-authenticate": 'Bearer realm="mcp"'})
+
+    endpoint = FakeTokenEndpoint(
+        token_reply("token-1", refresh="r-1"), token_reply("token-2", refresh="r-2")
+    )
+    move = MovesOnce()
+    move.asked = 1
+    async with bridged(always_refused, STEP_UP_CONFIG, endpoint, login_ports(), move) as s:
+        answer = await s.call(request(3))
+    assert answer["error"]["data"] == {"status": 401}
+    assert move.asked == 2
+    assert len(s.upstream.posts()) == 2
 
 
 async def test_a_step_up_that_does_not_help_is_not_repeated() -> None:
