@@ -64,9 +64,10 @@ def _collect(schema: Mapping[str, Any], path: tuple[str, ...], found: list[Heade
             name = prop["x-mcp-header"]
             if not isinstance(name, str) or not _TOKEN.fullmatch(name):
                 raise InvalidAnnotation(f"x-mcp-header {name!r} on {'.'.join(here)} is not a token")
-            if prop.get("type") not in _PRIMITIVES:
+            kind = prop.get("type")
+            if not isinstance(kind, str) or kind not in _PRIMITIVES:
                 raise InvalidAnnotation(
-                    f"x-mcp-header {name!r} is on a {prop.get('type')!r} property; only "
+                    f"x-mcp-header {name!r} is on a {kind!r} property; only "
                     "string, integer and boolean can be mirrored"
                 )
             found.append(HeaderParam(here, name))

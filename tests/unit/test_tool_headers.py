@@ -44,6 +44,8 @@ def test_valid_annotations_are_collected_with_their_paths() -> None:
         {"items": {"type": "array", "items": {"type": "string"}, "x-mcp-header": "Items"}},
         {"nil": {"type": "null", "x-mcp-header": "Nil"}},
         {"score": {"type": "number", "x-mcp-header": "Score"}},
+        {"maybe": {"type": ["string", "null"], "x-mcp-header": "Maybe"}},
+        {"untyped": {"x-mcp-header": "Untyped"}},
         {
             "a": {"type": "string", "x-mcp-header": "Region"},
             "b": {"type": "string", "x-mcp-header": "Region"},
