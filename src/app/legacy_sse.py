@@ -49,6 +49,7 @@ class LegacySse:
         self._answered: set[JsonId] = set()
         self.endpoint: str | None = None
         self.failure: str | None = None
+        self._scope = anyio.CancelScope()
 
     async def open(self, tasks: anyio.abc.TaskGroup) -> None:
         """Start the event stream and wait for its `endpoint` event.
@@ -60,6 +61,8 @@ class LegacySse:
         with anyio.move_on_after(ENDPOINT_SECONDS):
             await self._ready.wait()
         if self.endpoint is None:
+            # A stream that named no usable endpoint must not go on feeding the client.
+            self._scope.cancel()
             raise UpstreamError(
                 self.failure
                 or f"the upstream's HTTP+SSE stream named no endpoint within {ENDPOINT_SECONDS:g} s"
@@ -88,6 +91,10 @@ class LegacySse:
         return False
 
     async def _stream(self) -> None:
+        with self._scope:
+            await self._read_stream()
+
+    async def _read_stream(self) -> None:
         decoder = SseDecoder()
         try:
             token = await self._tokens.token()

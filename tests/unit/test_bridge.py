@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -708,6 +708,35 @@ async def test_a_batch_on_later_revisions_is_an_invalid_request() -> None:
         refused = await session.receive()
     assert (refused["id"], refused["error"]["code"]) == (None, -32600)
     assert not session.upstream.posts("ping")
+
+
+@dataclass
+class EndlessStream(FakeReply):
+    """An event stream that stays open until the proxy lets go of it."""
+
+    closed: anyio.Event = field(default_factory=anyio.Event)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            for chunk in self.body:
+                yield chunk
+            await anyio.sleep_forever()
+        finally:
+            self.closed.set()
+
+
+async def test_a_refused_http_sse_stream_is_closed_at_once() -> None:
+    endpoint = b"event: endpoint\ndata: https://elsewhere.example/messages\n\n"
+    stream = EndlessStream(200, {"content-type": "text/event-stream"}, [endpoint])
+
+    async def old_server(exchange: Exchange) -> FakeReply:
+        return stream if exchange.method == "GET" else FakeReply(405)
+
+    async with serving(old_server) as session:
+        answer = await session.call(initialize())
+        with anyio.fail_after(5):
+            await stream.closed.wait()
+    assert "not on its origin" in answer["error"]["message"]
 
 
 async def test_an_http_sse_endpoint_on_another_origin_is_refused() -> None:
