@@ -103,7 +103,12 @@ class Discovery:
                     "auth_style": client.auth_style,
                 }
             )
-            sources["oauth2.clientId"] = Source("discovery", "dynamic client registration")
+            how = (
+                "client id metadata document"
+                if client.client_id == oauth.client_metadata_url
+                else "dynamic client registration"
+            )
+            sources["oauth2.clientId"] = Source("discovery", how)
         resolved = config.model_copy(update={"oauth2": oauth})
         log.info(
             "discovered the authorization server",
@@ -202,6 +207,13 @@ class Discovery:
                 f"no client id: grant {oauth.grant} needs a client registered with "
                 f"{found.issuer}; set oauth2.clientId / OAUTH2_CLIENT_ID"
             )
+        if oauth.client_metadata_url is not None and found.client_id_metadata_documents:
+            # The server fetches the published document itself; nothing to register or keep.
+            log.info(
+                "using the client id metadata document URL as the client id",
+                extra={"issuer": found.issuer, "client_id": oauth.client_metadata_url},
+            )
+            return RegisteredClient(found.issuer, oauth.client_metadata_url, None, redirect_uri)
         known = self._registry.load(found.issuer)
         if known is not None and known.serves(found.issuer, redirect_uri):
             return known

@@ -92,7 +92,20 @@ def _no_reserved_params(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _metadata_document_url(value: str) -> str:
+    """A Client ID Metadata Document URL must be https with a path (the CIMD draft §3): it is
+    the client's identity, and an authorization server fetches the document from it."""
+    parts = urlsplit(value)
+    if parts.scheme != "https" or parts.path in ("", "/") or parts.fragment:
+        raise ValueError(
+            "must be the https:// URL, with a path and no #fragment, of the client id "
+            "metadata document you publish"
+        )
+    return value
+
+
 AbsoluteUrl = Annotated[str, AfterValidator(_absolute_url)]
+MetadataDocumentUrl = Annotated[str, AfterValidator(_metadata_document_url)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 Secret = Annotated[SecretStr, AfterValidator(_non_empty_secret)]
 
@@ -124,6 +137,7 @@ class OAuth2Config(_Section):
     grant: Annotated[Grant, BeforeValidator(_lower_case)] = "authorization_code"
     token_url: AbsoluteUrl | None = None
     client_id: NonEmpty | None = None
+    client_metadata_url: MetadataDocumentUrl | None = None
     client_secret: Secret | None = None
     scope: NonEmpty | None = None
     audience: NonEmpty | None = None

@@ -90,6 +90,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("oauth2.tokenUrl", "OAUTH2_TOKEN_URL", Kind.URL, "The IdP's token endpoint."),
     Setting("oauth2.clientId", "OAUTH2_CLIENT_ID", Kind.TEXT, "The OAuth2 client id."),
     Setting(
+        "oauth2.clientMetadataUrl",
+        "OAUTH2_CLIENT_METADATA_URL",
+        Kind.URL,
+        "The https URL of a client id metadata document you publish for this proxy.",
+    ),
+    Setting(
         "oauth2.clientSecret",
         "OAUTH2_CLIENT_SECRET",
         Kind.SECRET,

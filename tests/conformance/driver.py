@@ -5,7 +5,9 @@ The suite runs `python driver.py <server-url>` once per scenario, naming it in
 MCP_CONFORMANCE_SCENARIO (and the revision in MCP_CONFORMANCE_PROTOCOL_VERSION, scenario data
 in MCP_CONFORMANCE_CONTEXT). Scenarios without OAuth get a local client-credentials token
 endpoint, since the proxy always authenticates; auth scenarios get nothing but the upstream
-URL, a private cache and a scripted browser, as a user with only UPSTREAM_URL set would.
+URL, a private cache, a scripted browser and the URL of a client id metadata document (the
+one the suite expects; the proxy uses it only where a server supports such client ids), as a
+user with only those set would.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 PROXY = str(Path(sys.executable).with_name("mcp-oauth2-proxy"))
 SCENARIO = os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
 VERSION = os.environ.get("MCP_CONFORMANCE_PROTOCOL_VERSION", "2025-11-25")
+CLIENT_METADATA_URL = "https://conformance-test.local/client-metadata.json"
 CONTEXT: dict[str, Any] = json.loads(os.environ.get("MCP_CONFORMANCE_CONTEXT") or "{}")
 BOUND_SECONDS = 25.0
 
@@ -73,6 +76,8 @@ def proxy_env(url: str) -> dict[str, str]:
         OAUTH2_CALLBACK_TIMEOUT_SECONDS="5",
         BROWSER=f"{sys.executable} {HERE.parent / 'contract' / 'scripted_browser.py'} %s",
         SCRIPTED_BROWSER_LOG=str(Path(cache) / "browser.log"),
+        # As a user who publishes a metadata document would: the suite's own URL for it.
+        OAUTH2_CLIENT_METADATA_URL=CLIENT_METADATA_URL,
     )
     if SCENARIO in ("auth/pre-registration", "auth/client-credentials-basic"):
         env.update(

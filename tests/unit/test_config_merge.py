@@ -51,6 +51,7 @@ FIELD_OF_ENV: dict[str, tuple[str, str]] = {
     "OAUTH2_USERNAME": ("oauth2", "username"),
     "OAUTH2_PASSWORD": ("oauth2", "password"),
     "OAUTH2_ASSUME_PKCE": ("oauth2", "assume_pkce"),
+    "OAUTH2_CLIENT_METADATA_URL": ("oauth2", "client_metadata_url"),
     "DISCOVERY_ENABLED": ("discovery", "enabled"),
     "LOG_LEVEL": ("log", "level"),
     "ALLOW_INSECURE_HTTP": ("security", "allow_insecure_http"),
@@ -698,12 +699,14 @@ _texts = st.text(min_size=1, max_size=12).filter(str.strip)
 _hosts = st.from_regex(r"[a-z][a-z0-9-]{0,10}\.[a-z]{2,5}", fullmatch=True)
 
 
-def _urls() -> st.SearchStrategy[str]:
+def _urls(*, document: bool = False) -> st.SearchStrategy[str]:
+    """Absolute URLs; with `document`, ones a client id metadata document may have
+    (https, a path)."""
     return st.builds(
         lambda scheme, host, path: f"{scheme}://{host}/{path}",
-        st.sampled_from(["https", "http"]),
+        st.sampled_from(["https"] if document else ["https", "http"]),
         _hosts,
-        st.from_regex(r"[a-z0-9/]{0,10}", fullmatch=True),
+        st.from_regex(r"[a-z0-9]{1,10}" if document else r"[a-z0-9/]{0,10}", fullmatch=True),
     )
 
 
@@ -719,7 +722,8 @@ def _booleans() -> st.SearchStrategy[Sample]:
 def samples(setting: Setting) -> st.SearchStrategy[Sample]:
     """Valid values of `setting`, chosen by its kind."""
     if setting.kind is Kind.URL:
-        return _urls().map(lambda url: Sample(url, url, url))
+        document = setting.path == "oauth2.clientMetadataUrl"
+        return _urls(document=document).map(lambda url: Sample(url, url, url))
     if setting.kind is Kind.INTEGER:
         # 1..65535 is inside every integer setting's range (ports, timeouts, skew).
         return st.integers(1, 65535).map(lambda n: Sample(n, str(n), n))

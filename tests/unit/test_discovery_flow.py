@@ -677,6 +677,48 @@ async def test_a_configured_client_id_is_never_replaced_by_a_registration() -> N
     assert resolved.config.oauth2.client_id == "mine"
 
 
+CIMD_URL = "https://tools.example/mcp-oauth2-proxy/client.json"
+
+
+async def test_a_client_id_metadata_document_replaces_registration_where_supported() -> None:
+    registry = MemoryRegistry(registered("dyn-old"))
+    with respx.mock(assert_all_called=False) as mock:
+        standard_idp(mock, metadata=as_metadata(client_id_metadata_document_supported=True))
+        route = mock.post(REGISTER_URL).respond(201, json={"client_id": "dyn-1"})
+        resolved, _ = await resolve(loaded(client_metadata_url=CIMD_URL), registry)
+    assert not route.called
+    assert resolved.config.oauth2.client_id == CIMD_URL
+    assert resolved.config.oauth2.client_secret is None
+    assert resolved.source_of("oauth2.clientId") == Source(
+        "discovery", "client id metadata document"
+    )
+    assert registry.saved == []
+
+
+async def test_a_server_without_metadata_document_support_gets_a_registration() -> None:
+    with respx.mock(assert_all_called=True) as mock:
+        standard_idp(mock, metadata=as_metadata(client_id_metadata_document_supported=False))
+        mock.post(REGISTER_URL).respond(201, json={"client_id": "dyn-1"})
+        resolved, _ = await resolve(loaded(client_metadata_url=CIMD_URL))
+    assert resolved.config.oauth2.client_id == "dyn-1"
+    assert resolved.source_of("oauth2.clientId").where == "dynamic client registration"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://tools.example/client.json",
+        "https://tools.example",
+        "https://tools.example/",
+        "https://tools.example/client.json#me",
+    ],
+)
+def test_a_metadata_document_url_must_be_https_with_a_path(url: str) -> None:
+    with pytest.raises(ConfigError, match="OAUTH2_CLIENT_METADATA_URL") as caught:
+        Proxy.load_config({"UPSTREAM_URL": UPSTREAM, "OAUTH2_CLIENT_METADATA_URL": url})
+    assert "https:// URL, with a path" in str(caught.value)
+
+
 async def test_registration_asks_for_the_configured_scope() -> None:
     with respx.mock(assert_all_called=True) as mock:
         standard_idp(mock, scopes=["mcp:read"])
