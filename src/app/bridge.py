@@ -299,6 +299,7 @@ class Bridge:
             return await self._deliver_legacy(message, limit)
         renewals = 0
         stepped_up = moved = False
+        moves_seen = self._tokens.moves
         while True:
             token = await self._tokens.token()
             headers = {
@@ -356,7 +357,7 @@ class Bridge:
                 self._tokens.invalidate(token)
                 renewals += 1
                 continue
-            if not moved and await self._tokens.follow_move():
+            if not moved and await self._tokens.follow_move(moves_seen):
                 moved, renewals = True, 0
                 continue
             await self._fail(message, UPSTREAM_HTTP_ERROR, PERSISTENT_401_ADVICE, {"status": 401})

@@ -55,6 +55,7 @@ class TokenManager:
         self._store = store
         self._registrar = registrar
         self._rediscovery = rediscovery
+        self._moves = 0
         self._stepped_up_to: str | None = None
         self._lock = anyio.Lock()
         self._access: AccessToken | None = None
@@ -114,13 +115,22 @@ class TokenManager:
                 self._stepped_up_to = wider
         return True
 
-    async def follow_move(self) -> bool:
+    @property
+    def moves(self) -> int:
+        """How often the proxy followed the upstream to another authorization server."""
+        return self._moves
+
+    async def follow_move(self, moves_seen: int) -> bool:
         """After a fresh token was refused too: has the upstream moved to another
         authorization server? If so, forget everything from the old one and act as the new
-        one's client (the next token() logs in there); True then."""
+        one's client (the next token() logs in there); True then. `moves_seen` is `moves` as
+        the caller read it before its first token: a move another request made since counts
+        (that request's caller resends too, rather than asking again)."""
         if self._rediscovery is None:
             return False
         async with self._lock:
+            if self._moves != moves_seen:
+                return True
             old_key = self._key
             if not await self._rediscovery.moved(self._grant.interactive):
                 return False
@@ -131,6 +141,7 @@ class TokenManager:
             self._access = None
             self._refresh_token = None
             self._configured_refresh_token = None
+            self._moves += 1
         return True
 
     def invalidate(self, token: AccessToken) -> None:

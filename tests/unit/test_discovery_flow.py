@@ -1041,7 +1041,7 @@ async def test_a_move_to_another_authorization_server_is_followed_with_a_new_cli
         async with proxy_for(loaded(), ports) as proxy:
             tokens = proxy.container.token_manager()
             assert (await proxy.access_token()).value == "at-1"
-            assert not await tokens.follow_move()  # still the same server: nothing to follow
+            assert not await tokens.follow_move(tokens.moves)  # the same server: nothing to do
 
             resource_metadata.respond(200, json=prm(servers=(NEW_ISSUER,)))
             mock.get(f"{NEW_ISSUER}/.well-known/oauth-authorization-server").respond(
@@ -1057,9 +1057,9 @@ async def test_a_move_to_another_authorization_server_is_followed_with_a_new_cli
             new_token = mock.post(f"{NEW_ISSUER}/token").respond(
                 200, json={"access_token": "at-2", "token_type": "Bearer"}
             )
-            assert await tokens.follow_move()
+            assert await tokens.follow_move(tokens.moves)
             assert (await proxy.access_token()).value == "at-2"
-            assert not await tokens.follow_move()
+            assert not await tokens.follow_move(tokens.moves)
     first, second = ports.browser.opened
     assert query(first)["client_id"] == "dyn-1"
     assert second.startswith(f"{NEW_ISSUER}/authorize?")
@@ -1087,8 +1087,8 @@ async def test_a_configured_secret_is_never_sent_to_the_server_moved_to(
             mock.get(f"{NEW_ISSUER}/.well-known/oauth-authorization-server").respond(
                 200, json=as_metadata(NEW_ISSUER, token_endpoint=f"{NEW_ISSUER}/token")
             )
-            assert not await proxy.container.token_manager().follow_move()
-            assert not await proxy.container.token_manager().follow_move()
+            assert not await proxy.container.token_manager().follow_move(0)
+            assert not await proxy.container.token_manager().follow_move(0)
             assert proxy.container.token_requests().token_url == TOKEN_URL
             proxy.invalidate(await proxy.access_token())
             assert (await proxy.access_token()).value == "at-1"  # from the old server
@@ -1106,7 +1106,7 @@ async def test_when_the_server_cannot_be_asked_again_nothing_moves(
         async with proxy_for(loaded(), ports) as proxy:
             assert (await proxy.access_token()).value == "at-1"
             mock.post(UPSTREAM).mock(side_effect=httpx.ConnectError("refused"))
-            assert not await proxy.container.token_manager().follow_move()
+            assert not await proxy.container.token_manager().follow_move(0)
             assert (await proxy.access_token()).value == "at-1"
     (warning,) = warnings(caplog_warnings)
     assert warning.getMessage() == "could not discover the authorization server again"
@@ -1555,6 +1555,38 @@ async def test_a_persistent_401_asks_whether_the_server_moved_and_logs_in_there(
     assert len(ports.browser.opened) == 2
     assert move.asked == 1
     assert refused == {"jsonrpc": "2.0", "id": 2, "result": "saved"}
+
+
+async def test_requests_refused_together_follow_one_move() -> None:
+    both_refused = anyio.Event()
+    refused = 0
+
+    async def refuse_the_old_servers_tokens(exchange: Exchange) -> FakeReply:
+        nonlocal refused
+        if exchange.headers["Authorization"] == "Bearer token-1":
+            refused += 1
+            if refused == 2:
+                both_refused.set()
+            await both_refused.wait()
+        if exchange.headers["Authorization"] in ("Bearer token-1", "Bearer token-2"):
+            return FakeReply(401, {"www-authenticate": 'Bearer realm="mcp"'})
+        return ok(exchange)
+
+    ports = login_ports()
+    endpoint = FakeTokenEndpoint(
+        token_reply("token-1", refresh="r-1"),
+        token_reply("token-2", refresh="r-2"),
+        token_reply("token-3"),
+    )
+    move = MovesOnce()
+    async with bridged(refuse_the_old_servers_tokens, STEP_UP_CONFIG, endpoint, ports, move) as s:
+        await s.send(request(1))
+        await s.send(request(2))
+        answers = [await s.receive(), await s.receive()]
+    assert sorted(answer["id"] for answer in answers) == [1, 2]
+    assert all(answer.get("result") == "saved" for answer in answers)
+    assert move.asked == 1
+    assert len(ports.browser.opened) == 2
 
 
 async def test_a_persistent_401_is_explained_when_the_server_did_not_move() -> None:
