@@ -97,7 +97,9 @@ class LegacySse:
     async def _read_stream(self) -> None:
         decoder = SseDecoder()
         try:
-            token = await self._tokens.token()
+            # Shielded: a login or a refresh cut short could lose a rotated refresh token.
+            with anyio.CancelScope(shield=True):
+                token = await self._tokens.token()
             headers = {"Accept": EVENT_STREAM, "Authorization": token.authorization}
             async with self._upstream.exchange("GET", headers) as reply:
                 content_type = reply.headers.get("content-type", "").split(";")[0].strip()
