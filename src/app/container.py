@@ -27,7 +27,7 @@ from ..adapters.stdio import ProcessStdio, StdioChannel
 from ..adapters.system_clock import SystemClock
 from ..adapters.token_store import EncryptedFileTokenStore, default_cache_dir
 from ..domain.config import OAuth2Config, ProxyConfig, UpstreamConfig
-from ..domain.config_merge import LoadedConfig
+from ..domain.config_merge import LoadedConfig, Source
 from ..domain.discovery import Discovered
 from ..domain.ports import (
     BrowserOpener,
@@ -76,8 +76,9 @@ def registrar_for(
     builder: TokenRequestBuilder,
 ) -> Registrar | None:
     """A Registrar when this proxy registered its own client (and may need to again)."""
-    if found is None or loaded.source_of("oauth2.clientId").kind != "discovery":
-        return None
+    source = loaded.source_of("oauth2.clientId")
+    if found is None or source != Source("discovery", "dynamic client registration"):
+        return None  # configured, or a metadata document URL: nothing to register again
     return Registrar(discovery, found, loaded.config.oauth2, builder)
 
 

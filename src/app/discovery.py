@@ -51,6 +51,17 @@ if TYPE_CHECKING:
 log = package_logger()
 notices = notice_logger()
 
+# Configured values that belong to one authorization server (setting → field): a move is
+# not followed with them.
+_BOUND_TO_THE_SERVER = {
+    "OAUTH2_TOKEN_URL": "token_url",
+    "OAUTH2_AUTHORIZATION_URL": "authorization_url",
+    "OAUTH2_CLIENT_SECRET": "client_secret",
+    "OAUTH2_PASSWORD": "password",
+    "OAUTH2_AUTHORIZATION_CODE": "authorization_code",
+    "OAUTH2_CODE_VERIFIER": "code_verifier",
+}
+
 DISCOVERY_TIMEOUT_SECONDS = 30.0
 
 
@@ -84,6 +95,14 @@ class Discovery:
         config = loaded.config
         if not needs_discovery(config):
             return loaded, None
+        return await self.adopt(loaded, await self.locate(config))
+
+    async def locate(self, config: ProxyConfig) -> Discovered:
+        """The authorization server the upstream names, and what its metadata says.
+
+        Raises:
+            DiscoveryError: nothing usable was found, or not in time.
+        """
         with anyio.move_on_after(DISCOVERY_TIMEOUT_SECONDS) as waiting:
             found = await self._discover(config)
         if waiting.cancelled_caught:
@@ -92,6 +111,13 @@ class Discovery:
                 f"{config.upstream.url} and its authorization server are reachable, or set "
                 "DISCOVERY_ENABLED=false with OAUTH2_TOKEN_URL and OAUTH2_AUTHORIZATION_URL"
             )
+        return found
+
+    async def adopt(
+        self, loaded: LoadedConfig, found: Discovered
+    ) -> tuple[LoadedConfig, Discovered]:
+        """`loaded` with what `found` says filled in, registering a client if none is set."""
+        config = loaded.config
         oauth, sources = _apply(config.oauth2, found, config.upstream.url, loaded)
         if oauth.client_id is None:
             client = await self._client_for(found, oauth)
@@ -163,6 +189,7 @@ class Discovery:
                 else None
             ),
             tried=tuple(tried),
+            authorization_servers=tuple(issuers),
         )
 
     async def _resource_metadata(
@@ -284,8 +311,9 @@ def _origin(url: str) -> str:
 class Rediscovery:
     """Follows the upstream when it moves to another authorization server: its 401 then
     comes from tokens the old server issued, and its metadata names the new one (SEP-2352).
-    The proxy becomes the new server's client (registered anew) and never shows it the old
-    server's client or tokens."""
+    The proxy becomes the new server's client (registered anew, unless a client id is
+    configured) and never shows it the old server's tokens, secrets or registration; a
+    configuration that holds such things for the old server is not moved at all."""
 
     discovery: Discovery
     original: LoadedConfig
@@ -297,25 +325,30 @@ class Rediscovery:
     async def moved(self, login: InteractiveLogin | None) -> bool:
         """True when the authorization server changed and the proxy now acts for the new one."""
         try:
-            loaded, found = await self.discovery.resolve(self.original)
+            found = await self.discovery.locate(self.original.config)
         except (OAuthError, ConfigError) as error:
             # The refusal stays the news; why the server could not be asked again is a detail.
             log.warning(
                 "could not discover the authorization server again", extra={"reason": str(error)}
             )
             return False
-        if found is None or found.issuer == self.found.issuer:
+        if self.found.issuer in (found.issuer, *found.authorization_servers):
             return False
-        if self.original.config.oauth2.client_secret is not None:
-            # A configured secret belongs to the server it was issued by; the MCP server must
-            # not be able to send it elsewhere.
+        reason = self._cannot_follow(login)
+        if reason is not None:
             notices.warning(
-                "the MCP server now names another authorization server; the configured client "
-                "secret is not sent there: set OAUTH2_CLIENT_ID, OAUTH2_CLIENT_SECRET and "
-                "OAUTH2_TOKEN_URL for it and restart",
+                f"the MCP server now names another authorization server; {reason}",
                 extra={"from": self.found.issuer, "to": found.issuer},
             )
             self.found = found
+            return False
+        try:
+            loaded, found = await self.discovery.adopt(self.original, found)
+        except (OAuthError, ConfigError, OSError) as error:
+            log.warning(
+                "could not become a client of the new authorization server",
+                extra={"to": found.issuer, "reason": str(error)},
+            )
             return False
         oauth = loaded.config.oauth2
         self.redactor.register(*loaded.config.secrets())
@@ -334,3 +367,20 @@ class Rediscovery:
         )
         self.found = found
         return True
+
+    def _cannot_follow(self, login: InteractiveLogin | None) -> str | None:
+        """Why this configuration must stay with the server it was written for, if it must:
+        what it holds for that server must never reach one the MCP server names instead."""
+        oauth = self.original.config.oauth2
+        held = [env for env, name in _BOUND_TO_THE_SERVER.items() if getattr(oauth, name)]
+        if held:
+            return (
+                f"{', '.join(held)} {'is' if len(held) == 1 else 'are'} for the old one and "
+                "not sent there: update the configuration for the new one and restart"
+            )
+        if login is None:
+            return (
+                f"grant {oauth.grant} cannot log in there by itself: restart the proxy "
+                "(for grant authorization_code, run `mcp-oauth2-proxy login` first)"
+            )
+        return None

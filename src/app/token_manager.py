@@ -141,6 +141,7 @@ class TokenManager:
             self._access = None
             self._refresh_token = None
             self._configured_refresh_token = None
+            self._stepped_up_to = None
             self._moves += 1
         return True
 

@@ -182,6 +182,8 @@ class Discovered:
     client_id_metadata_documents: bool
     token_auth_methods: tuple[str, ...] | None = None
     tried: tuple[str, ...] = field(default=())
+    # Every server the resource metadata names; `issuer` is the first.
+    authorization_servers: tuple[str, ...] = field(default=())
 
 
 def choose_scope(

@@ -695,6 +695,14 @@ async def test_a_client_id_metadata_document_replaces_registration_where_support
     assert registry.saved == []
 
 
+async def test_a_metadata_document_client_is_never_registered_again() -> None:
+    with respx.mock(assert_all_called=True) as mock:
+        standard_idp(mock, metadata=as_metadata(client_id_metadata_document_supported=True))
+        async with proxy_for(loaded(client_metadata_url=CIMD_URL), login_ports()) as proxy:
+            assert proxy.config.oauth2.client_id == CIMD_URL
+            assert proxy.container.registrar() is None
+
+
 async def test_a_server_without_metadata_document_support_gets_a_registration() -> None:
     with respx.mock(assert_all_called=True) as mock:
         standard_idp(mock, metadata=as_metadata(client_id_metadata_document_supported=False))
@@ -1074,25 +1082,69 @@ async def test_a_move_to_another_authorization_server_is_followed_with_a_new_cli
     assert ports.listener.secrets.issuer == NEW_ISSUER
 
 
-async def test_a_configured_secret_is_never_sent_to_the_server_moved_to(
-    caplog_warnings: pytest.LogCaptureFixture,
+def moved_to_new_issuer(mock: respx.MockRouter) -> None:
+    mock.get(PRM_PATH).respond(200, json=prm(servers=(NEW_ISSUER,)))
+    mock.get(f"{NEW_ISSUER}/.well-known/oauth-authorization-server").respond(
+        200, json=as_metadata(NEW_ISSUER, token_endpoint=f"{NEW_ISSUER}/token")
+    )
+
+
+@pytest.mark.parametrize(
+    ("oauth", "reason"),
+    [
+        (
+            {"grant": "client_credentials", "client_id": "app", "client_secret": "s3cret"},
+            "OAUTH2_CLIENT_SECRET is for the old one and not sent there",
+        ),
+        (
+            {"grant": "password", "client_id": "app", "username": "u", "password": "pw"},
+            "OAUTH2_PASSWORD is for the old one and not sent there",
+        ),
+        (
+            {"client_id": "app", "token_url": TOKEN_URL},
+            "OAUTH2_TOKEN_URL is for the old one and not sent there",
+        ),
+        (
+            {"grant": "refresh_token", "client_id": "app", "refresh_token": "r-0"},
+            "grant refresh_token cannot log in there by itself",
+        ),
+    ],
+    ids=["client-secret", "password", "token-url", "no-browser"],
+)
+async def test_a_configuration_for_the_old_server_does_not_follow_a_move(
+    oauth: dict[str, Any], reason: str, caplog_warnings: pytest.LogCaptureFixture
 ) -> None:
-    config = loaded(grant="client_credentials", client_id="app", client_secret="s3cret")
+    ports = login_ports()
     with respx.mock(assert_all_called=True) as mock:
         standard_idp(mock)
         mock.post(TOKEN_URL).respond(200, json={"access_token": "at-1", "token_type": "Bearer"})
-        async with Proxy(config) as proxy:
+        async with proxy_for(loaded(**oauth), ports) as proxy:
             assert (await proxy.access_token()).value == "at-1"
-            mock.get(PRM_PATH).respond(200, json=prm(servers=(NEW_ISSUER,)))
-            mock.get(f"{NEW_ISSUER}/.well-known/oauth-authorization-server").respond(
-                200, json=as_metadata(NEW_ISSUER, token_endpoint=f"{NEW_ISSUER}/token")
-            )
-            assert not await proxy.container.token_manager().follow_move(0)
-            assert not await proxy.container.token_manager().follow_move(0)
+            moved_to_new_issuer(mock)
+            tokens = proxy.container.token_manager()
+            assert not await tokens.follow_move(0)
+            assert not await tokens.follow_move(0)
             assert proxy.container.token_requests().token_url == TOKEN_URL
             proxy.invalidate(await proxy.access_token())
             assert (await proxy.access_token()).value == "at-1"  # from the old server
-    assert caplog_warnings.text.count("the configured client secret is not sent there") == 1
+    assert caplog_warnings.text.count(reason) == 1
+    assert all(url.startswith(AUTHORIZE_URL + "?") for url in ports.browser.opened)
+
+
+async def test_a_server_still_listed_is_not_a_move() -> None:
+    ports = login_ports()
+    with respx.mock(assert_all_called=True) as mock:
+        standard_idp(mock)
+        mock.post(REGISTER_URL).respond(201, json={"client_id": "dyn-1"})
+        mock.post(TOKEN_URL).respond(200, json={"access_token": "at-1", "token_type": "Bearer"})
+        async with proxy_for(loaded(), ports) as proxy:
+            await proxy.access_token()
+            mock.get(PRM_PATH).respond(200, json=prm(servers=(NEW_ISSUER, ISSUER)))
+            mock.get(f"{NEW_ISSUER}/.well-known/oauth-authorization-server").respond(
+                200, json=as_metadata(NEW_ISSUER)
+            )
+            assert not await proxy.container.token_manager().follow_move(0)
+    assert len(ports.browser.opened) == 1
 
 
 async def test_when_the_server_cannot_be_asked_again_nothing_moves(
