@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -130,6 +131,9 @@ class Bridge:
         self._tool_params: dict[str, tuple[HeaderParam, ...]] = {}
         self._legacy: LegacySse | None = None
         self._legacy_lock = anyio.Lock()
+        # The client's initialize, replayed to start a new session when the old one expires.
+        self._initialize: Message | None = None
+        self._session_lock = anyio.Lock()
 
     async def run(self) -> None:
         """Serve until the client's input ends, `stop()` is called or the client stops
@@ -298,7 +302,7 @@ class Bridge:
         if legacy_wire and (self._legacy is not None or self._config.transport == "sse"):
             return await self._deliver_legacy(message, limit)
         renewals = 0
-        stepped_up = moved = False
+        stepped_up = moved = renewed_session = False
         moves_seen = self._tokens.moves
         while True:
             token = await self._tokens.token()
@@ -307,6 +311,7 @@ class Bridge:
                 **self._param_headers(message),
                 "Authorization": token.authorization,
             }
+            sent_session = headers.get("Mcp-Session-Id")
             with anyio.fail_after(limit):
                 async with self._upstream.exchange("POST", headers, message.raw) as reply:
                     challenge = bearer_challenge(reply.headers.get("www-authenticate"))
@@ -320,11 +325,25 @@ class Bridge:
                         and self._config.transport == "auto"
                         and reply.status in (400, 404, 405)
                     )
-                    if required is None and step is Next.DELIVER and not fall_back:
+                    # transports §Session Management: 404 to a request with a session id
+                    # means the session is gone (and the request did not run).
+                    expired = (
+                        reply.status == 404
+                        and sent_session is not None
+                        and self._initialize is not None
+                        and not renewed_session
+                    )
+                    if required is None and step is Next.DELIVER and not (fall_back or expired):
                         session_id = reply.headers.get("mcp-session-id")
                         await self._relay(delivery, reply)
                         if message.method == INITIALIZE and delivery.initialize_result is not None:
                             self._state.learn(delivery.initialize_result, session_id)
+                            self._initialize = message
+            if expired:
+                assert sent_session is not None
+                renewed_session = True
+                await self._renew_session(sent_session, limit)
+                continue
             if fall_back:
                 log.info(
                     "the upstream refused streamable HTTP; trying the HTTP+SSE transport",
@@ -363,6 +382,55 @@ class Bridge:
             await self._fail(message, UPSTREAM_HTTP_ERROR, PERSISTENT_401_ADVICE, {"status": 401})
             delivery.answered = True
             return delivery
+
+    async def _renew_session(self, expired: str, limit: float) -> None:
+        """Start a new session with the client's own initialize (its answer is not shown to
+        the client again) and notifications/initialized, once for all the requests the old
+        session refused.
+
+        Raises:
+            UpstreamError: the new session could not be started; the message says so.
+        """
+        async with self._session_lock:
+            if self._state.session_id != expired:
+                return  # another request has started the new session already
+            assert self._initialize is not None
+            log.warning("the upstream's session expired; starting a new one")
+            with anyio.move_on_after(limit) as waiting:
+                token = await self._tokens.token()
+                result, session_id = await self._initialize_again(
+                    self._initialize, token.authorization
+                )
+                self._state.learn(result, session_id)
+                headers = {
+                    **self._state.post_headers(_INITIALIZED_MESSAGE),
+                    "Authorization": token.authorization,
+                }
+                async with self._upstream.exchange(
+                    "POST", headers, _INITIALIZED_MESSAGE.raw
+                ) as reply:
+                    if reply.status >= 400:
+                        raise UpstreamError(
+                            f"{_NEW_SESSION_FAILED}: notifications/initialized got HTTP "
+                            f"{reply.status}"
+                        )
+            if waiting.cancelled_caught:
+                raise UpstreamError(f"{_NEW_SESSION_FAILED}: no answer within {limit:g} s")
+            log.info("started a new upstream session")
+
+    async def _initialize_again(
+        self, initialize: Message, authorization: str
+    ) -> tuple[Mapping[str, Any], str | None]:
+        headers = {**self._state.post_headers(initialize), "Authorization": authorization}
+        async with self._upstream.exchange("POST", headers, initialize.raw) as reply:
+            if reply.status >= 400:
+                raise UpstreamError(f"{_NEW_SESSION_FAILED}: initialize got HTTP {reply.status}")
+            session_id = reply.headers.get("mcp-session-id")
+            answer = await _first_response(reply)
+        result = answer.document.get("result") if answer is not None else None
+        if not isinstance(result, dict):
+            raise UpstreamError(f"{_NEW_SESSION_FAILED}: initialize got no result")
+        return result, session_id
 
     async def _relay(self, delivery: _Delivery, reply: UpstreamReply) -> None:
         message = delivery.message
@@ -656,16 +724,26 @@ class Bridge:
         """Hold the GET stream for server-initiated messages; reconnect with backoff."""
         decoder = SseDecoder()
         attempt = 0
-        renewed = False
+        renewed = opened = session_renewed = False
         while not self._backoff.exhausted(attempt):
             token = await self._tokens.token()
             headers = {
                 **self._state.stream_headers(decoder.last_event_id),
                 "Authorization": token.authorization,
             }
+            sent_session = headers.get("Mcp-Session-Id")
             try:
                 async with self._upstream.exchange("GET", headers) as reply:
-                    if reply.status in (404, 405):
+                    # A 404 from a server whose stream was open before is its session
+                    # expiring; before that, it may just mean there is no stream.
+                    expired = (
+                        reply.status == 404
+                        and opened
+                        and sent_session is not None
+                        and self._initialize is not None
+                        and not session_renewed
+                    )
+                    if reply.status in (404, 405) and not expired:
                         log.info(
                             "the upstream offers no server stream; server-initiated "
                             "messages will only arrive with responses",
@@ -677,8 +755,11 @@ class Bridge:
                         renewed = True
                         continue
                     content_type = reply.headers.get("content-type", "").split(";")[0].strip()
-                    if reply.status == 200 and content_type == EVENT_STREAM:
-                        renewed = False
+                    if expired:
+                        pass
+                    elif reply.status == 200 and content_type == EVENT_STREAM:
+                        renewed = session_renewed = False
+                        opened = True
                         log.debug("server stream open")
                         if await self._relay_stream(decoder, reply):
                             # It carried something: a working stream that ended, not a
@@ -690,6 +771,11 @@ class Bridge:
                             "the server stream was refused",
                             extra={"status": reply.status, "body": _shown(await reply.read(512))},
                         )
+                if expired:
+                    assert sent_session is not None
+                    session_renewed = True
+                    await self._renew_session(sent_session, self._config.timeout_ms / 1000)
+                    continue
             except (UpstreamError, OAuthError) as error:
                 log.warning("server stream failed", extra={"reason": str(error)})
             except ClientGone:
@@ -779,3 +865,34 @@ def _hashable(value: object) -> bool:
 def _shown(body: bytes) -> str:
     text = " ".join(body.decode("utf-8", "replace").split())
     return text if len(text) <= SHOWN_BODY_CHARS else text[:SHOWN_BODY_CHARS] + "…"
+
+
+_NEW_SESSION_FAILED = "the upstream's session expired and a new one could not be started"
+_INITIALIZED_MESSAGE = Message(
+    Kind.NOTIFICATION,
+    compact({"jsonrpc": "2.0", "method": INITIALIZED}),
+    {"jsonrpc": "2.0", "method": INITIALIZED},
+    method=INITIALIZED,
+)
+
+
+async def _first_response(reply: UpstreamReply) -> Message | None:
+    """The first JSON-RPC response in a JSON or event-stream body; what comes before it is
+    not for the client (the answer to a replayed initialize is the proxy's own)."""
+    content_type = reply.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == EVENT_STREAM:
+        async for event in _events(reply, SseDecoder()):
+            if isinstance(event, SseEvent) and event.data.strip():
+                found = _response_in(event.data)
+                if found is not None:
+                    return found
+        return None
+    return _response_in(await reply.read(DEFAULT_MAX_EVENT_BYTES))
+
+
+def _response_in(data: bytes) -> Message | None:
+    try:
+        messages = parse_upstream_body(data)
+    except ValueError:
+        return None
+    return next((m for m in messages if m.kind is Kind.RESPONSE), None)

@@ -753,3 +753,120 @@ async def test_an_http_sse_endpoint_on_another_origin_is_refused() -> None:
         hold.set()
     assert "not on its origin" in answer["error"]["message"]
     assert all(e.url is None for e in session.upstream.exchanges)
+
+
+# --- session expiry (2025 wire) ---------------------------------------------------------
+
+
+class ExpiringServer(Server):
+    """Its first session expires after `lives` requests; later ones never do."""
+
+    def __init__(self, lives: int, initialize_again: FakeReply | None = None) -> None:
+        super().__init__()
+        self.lives = lives
+        self.sessions = 0
+        self.initialize_again = initialize_again
+
+    async def __call__(self, exchange: Exchange) -> FakeReply:
+        document = exchange.document if exchange.method == "POST" else {}
+        if document.get("method") == "initialize":
+            self.sessions += 1
+            if self.sessions > 1 and self.initialize_again is not None:
+                return self.initialize_again
+            answer = result(document["id"], {"protocolVersion": "2025-06-18", "capabilities": {}})
+            return json_response(answer, headers={"mcp-session-id": f"s-{self.sessions}"})
+        if exchange.headers.get("Mcp-Session-Id") == "s-1" and "id" in document:
+            if self.lives == 0:
+                return FakeReply(404, {"content-type": "text/plain"}, [b"session not found"])
+            self.lives -= 1
+        return await super().__call__(exchange)
+
+
+async def test_an_expired_session_is_replaced_and_the_request_sent_again() -> None:
+    server = ExpiringServer(lives=1)
+    async with serving(server) as session:
+        await session.start()
+        assert (await session.call(request(1, "tools/list")))["id"] == 1
+        answer = await session.call(request(2, "tools/call", name="x"))
+        await session.send(request(3, "ping"))
+        assert (await session.receive())["id"] == 3
+    assert answer == result(2, {"echo": {"name": "x"}})
+    posts = [
+        (p.document.get("method"), p.headers.get("Mcp-Session-Id"))
+        for p in session.upstream.posts()
+    ]
+    assert posts == [
+        ("initialize", None),
+        ("notifications/initialized", "s-1"),
+        ("tools/list", "s-1"),
+        ("tools/call", "s-1"),
+        ("initialize", None),
+        ("notifications/initialized", "s-2"),
+        ("tools/call", "s-2"),
+        ("ping", "s-2"),
+    ]
+    replayed = session.upstream.posts("initialize")[1]
+    assert replayed.document == initialize()
+
+
+async def test_requests_refused_by_an_expired_session_share_one_new_session() -> None:
+    server = ExpiringServer(lives=0)
+    async with serving(server) as session:
+        await session.start()
+        for n in range(1, 4):
+            await session.send(request(n, "tools/list"))
+        answers = [await session.receive() for _ in range(3)]
+    assert sorted(a["id"] for a in answers) == [1, 2, 3]
+    assert all("result" in a for a in answers)
+    assert server.sessions == 2
+
+
+async def test_a_session_that_cannot_be_replaced_is_an_error_that_says_so() -> None:
+    server = ExpiringServer(lives=0, initialize_again=FakeReply(503))
+    async with serving(server) as session:
+        await session.start()
+        answer = await session.call(request(1, "tools/list"))
+    assert answer["error"]["code"] == -32000
+    assert "session expired and a new one could not be started" in answer["error"]["message"]
+    assert "HTTP 503" in answer["error"]["message"]
+    assert server.sessions == 2
+
+
+async def test_the_server_stream_follows_its_session_into_a_new_one() -> None:
+    server = ExpiringServer(lives=0)
+    reopened = anyio.Event()
+    gets: list[str | None] = []
+
+    async def stream(exchange: Exchange) -> FakeReply:
+        session_id = exchange.headers.get("Mcp-Session-Id")
+        gets.append(session_id)
+        if session_id == "s-1" and len(gets) == 1:
+            return sse_response(notification("notifications/message", level="info"))
+        if session_id == "s-1":
+            return FakeReply(404)
+        reopened.set()
+        return FakeReply(200, {"content-type": "text/event-stream"}, [], hold=anyio.Event())
+
+    async def handler(exchange: Exchange) -> FakeReply:
+        return await (stream(exchange) if exchange.method == "GET" else server(exchange))
+
+    async with serving(handler, backoff=Backoff(max_attempts=3)) as session:
+        await session.start()
+        assert (await session.receive())["method"] == "notifications/message"
+        with anyio.fail_after(5):
+            await reopened.wait()
+    assert gets == ["s-1", "s-1", "s-2"]
+    assert server.sessions == 2
+
+
+async def test_a_404_to_the_first_stream_get_is_no_stream_not_an_expiry() -> None:
+    server = ExpiringServer(lives=5)
+    server.get = FakeReply(404)
+    async with serving(server) as session:
+        await session.start()
+        with anyio.fail_after(5):
+            while not any(e.method == "GET" for e in session.upstream.exchanges):
+                await session.upstream.changed.wait()
+        assert (await session.call(request(1, "ping")))["id"] == 1
+    assert server.sessions == 1
+    assert [e.method for e in session.upstream.exchanges].count("GET") == 1
