@@ -17,7 +17,7 @@ import json
 import math
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -401,9 +401,12 @@ class Bridge:
                 result, session_id = await self._initialize_again(
                     self._initialize, token.authorization
                 )
-                self._state.learn(result, session_id)
+                # Taken on only once complete: a cancelled renewal leaves the old session,
+                # whose next 404 starts over, never a session without its initialized.
+                fresh = replace(self._state, session_id=None)
+                fresh.learn(result, session_id)
                 headers = {
-                    **self._state.post_headers(_INITIALIZED_MESSAGE),
+                    **fresh.post_headers(_INITIALIZED_MESSAGE),
                     "Authorization": token.authorization,
                 }
                 async with self._upstream.exchange(
@@ -416,6 +419,7 @@ class Bridge:
                         )
             if waiting.cancelled_caught:
                 raise UpstreamError(f"{_NEW_SESSION_FAILED}: no answer within {limit:g} s")
+            self._state = fresh
             log.info("started a new upstream session")
 
     async def _initialize_again(
