@@ -134,6 +134,8 @@ class Bridge:
         # The client's initialize, replayed to start a new session when the old one expires.
         self._initialize: Message | None = None
         self._session_lock = anyio.Lock()
+        self._renewals_finished = 0
+        self._renewal_error: UpstreamError | None = None
 
     async def run(self) -> None:
         """Serve until the client's input ends, `stop()` is called or the client stops
@@ -312,6 +314,7 @@ class Bridge:
                 "Authorization": token.authorization,
             }
             sent_session = headers.get("Mcp-Session-Id")
+            renewals_seen = self._renewals_finished
             with anyio.fail_after(limit):
                 async with self._upstream.exchange("POST", headers, message.raw) as reply:
                     challenge = bearer_challenge(reply.headers.get("www-authenticate"))
@@ -327,22 +330,34 @@ class Bridge:
                     )
                     # transports §Session Management: 404 to a request with a session id
                     # means the session is gone (and the request did not run).
-                    expired = (
+                    expired = settled = False
+                    if (
                         reply.status == 404
                         and sent_session is not None
                         and self._initialize is not None
                         and not renewed_session
-                    )
-                    if required is None and step is Next.DELIVER and not (fall_back or expired):
+                    ):
+                        # Unless the server answered the request itself (a JSON-RPC error
+                        # with its id, such as "resource not found").
+                        body = await reply.read(ERROR_BODY_BYTES)
+                        settled = message.kind is Kind.REQUEST and _answers(body, message.id)
+                        expired = not settled
+                        if settled:
+                            await self._explain_error(delivery, reply.status, body)
+                    if settled:
+                        pass
+                    elif required is None and step is Next.DELIVER and not (fall_back or expired):
                         session_id = reply.headers.get("mcp-session-id")
                         await self._relay(delivery, reply)
                         if message.method == INITIALIZE and delivery.initialize_result is not None:
                             self._state.learn(delivery.initialize_result, session_id)
                             self._initialize = message
+            if settled:
+                return delivery
             if expired:
                 assert sent_session is not None
                 renewed_session = True
-                await self._renew_session(sent_session, limit)
+                await self._renew_session(sent_session, limit, renewals_seen)
                 continue
             if fall_back:
                 log.info(
@@ -383,7 +398,7 @@ class Bridge:
             delivery.answered = True
             return delivery
 
-    async def _renew_session(self, expired: str, limit: float) -> None:
+    async def _renew_session(self, expired: str, limit: float, renewals_seen: int) -> None:
         """Start a new session with the client's own initialize (its answer is not shown to
         the client again) and notifications/initialized, once for all the requests the old
         session refused.
@@ -394,33 +409,42 @@ class Bridge:
         async with self._session_lock:
             if self._state.session_id != expired:
                 return  # another request has started the new session already
+            if self._renewals_finished != renewals_seen and self._renewal_error is not None:
+                # A start that failed after this request was sent: so would another one.
+                raise self._renewal_error
             assert self._initialize is not None
             log.warning("the upstream's session expired; starting a new one")
-            with anyio.move_on_after(limit) as waiting:
-                token = await self._tokens.token()
-                result, session_id = await self._initialize_again(
-                    self._initialize, token.authorization
-                )
-                # Taken on only once complete: a cancelled renewal leaves the old session,
-                # whose next 404 starts over, never a session without its initialized.
-                fresh = replace(self._state, session_id=None)
-                fresh.learn(result, session_id)
-                headers = {
-                    **fresh.post_headers(_INITIALIZED_MESSAGE),
-                    "Authorization": token.authorization,
-                }
-                async with self._upstream.exchange(
-                    "POST", headers, _INITIALIZED_MESSAGE.raw
-                ) as reply:
-                    if reply.status >= 400:
-                        raise UpstreamError(
-                            f"{_NEW_SESSION_FAILED}: notifications/initialized got HTTP "
-                            f"{reply.status}"
-                        )
-            if waiting.cancelled_caught:
-                raise UpstreamError(f"{_NEW_SESSION_FAILED}: no answer within {limit:g} s")
-            self._state = fresh
+            self._renewal_error = None  # a start cut short leaves waiters to try again
+            try:
+                await self._start_session(self._initialize, limit)
+            except UpstreamError as error:
+                self._renewal_error = error
+                raise
+            finally:
+                self._renewals_finished += 1
             log.info("started a new upstream session")
+
+    async def _start_session(self, initialize: Message, limit: float) -> None:
+        """Replay `initialize` and post notifications/initialized; the new session is taken
+        on only once both are done, so a cancelled or failed start leaves the old one (whose
+        next 404 starts over), never a session without its initialized."""
+        token = await self._tokens.token()
+        with anyio.move_on_after(limit) as waiting:
+            result, session_id = await self._initialize_again(initialize, token.authorization)
+            fresh = replace(self._state, session_id=None)
+            fresh.learn(result, session_id)
+            headers = {
+                **fresh.post_headers(_INITIALIZED_MESSAGE),
+                "Authorization": token.authorization,
+            }
+            async with self._upstream.exchange("POST", headers, _INITIALIZED_MESSAGE.raw) as reply:
+                if reply.status >= 400:
+                    raise UpstreamError(
+                        f"{_NEW_SESSION_FAILED}: notifications/initialized got HTTP {reply.status}"
+                    )
+        if waiting.cancelled_caught:
+            raise UpstreamError(f"{_NEW_SESSION_FAILED}: no answer within {limit:g} s")
+        self._state = fresh
 
     async def _initialize_again(
         self, initialize: Message, authorization: str
@@ -430,7 +454,7 @@ class Bridge:
             if reply.status >= 400:
                 raise UpstreamError(f"{_NEW_SESSION_FAILED}: initialize got HTTP {reply.status}")
             session_id = reply.headers.get("mcp-session-id")
-            answer = await _first_response(reply)
+            answer = await _first_response(reply, initialize.id)
         result = answer.document.get("result") if answer is not None else None
         if not isinstance(result, dict):
             raise UpstreamError(f"{_NEW_SESSION_FAILED}: initialize got no result")
@@ -594,12 +618,14 @@ class Bridge:
         return messages
 
     async def _relay_error(self, delivery: _Delivery, reply: UpstreamReply) -> None:
+        await self._explain_error(delivery, reply.status, await reply.read(ERROR_BODY_BYTES))
+
+    async def _explain_error(self, delivery: _Delivery, status: int, body: bytes) -> None:
         message = delivery.message
-        body = await reply.read(ERROR_BODY_BYTES)
         if message.kind is not Kind.REQUEST:
             log.warning(
                 "the upstream refused a client message",
-                extra={"method": message.method, "status": reply.status, "body": _shown(body)},
+                extra={"method": message.method, "status": status, "body": _shown(body)},
             )
             return
         try:
@@ -619,8 +645,8 @@ class Bridge:
         await self._fail(
             message,
             UPSTREAM_HTTP_ERROR,
-            f"upstream answered HTTP {reply.status}: {shown}",
-            {"status": reply.status, "body": shown},
+            f"upstream answered HTTP {status}: {shown}",
+            {"status": status, "body": shown},
         )
         delivery.answered = True
 
@@ -729,13 +755,19 @@ class Bridge:
         decoder = SseDecoder()
         attempt = 0
         renewed = opened = session_renewed = False
+        stream_session = self._state.session_id
         while not self._backoff.exhausted(attempt):
+            if self._state.session_id != stream_session:
+                # A new session: the old stream's event ids mean nothing to it.
+                decoder, session_renewed = SseDecoder(), False
+                stream_session = self._state.session_id
             token = await self._tokens.token()
             headers = {
                 **self._state.stream_headers(decoder.last_event_id),
                 "Authorization": token.authorization,
             }
             sent_session = headers.get("Mcp-Session-Id")
+            renewals_seen = self._renewals_finished
             try:
                 async with self._upstream.exchange("GET", headers) as reply:
                     # A 404 from a server whose stream was open before is its session
@@ -747,7 +779,7 @@ class Bridge:
                         and self._initialize is not None
                         and not session_renewed
                     )
-                    if reply.status in (404, 405) and not expired:
+                    if reply.status in (404, 405) and not (expired or opened):
                         log.info(
                             "the upstream offers no server stream; server-initiated "
                             "messages will only arrive with responses",
@@ -778,7 +810,9 @@ class Bridge:
                 if expired:
                     assert sent_session is not None
                     session_renewed = True
-                    await self._renew_session(sent_session, self._config.timeout_ms / 1000)
+                    await self._renew_session(
+                        sent_session, self._config.timeout_ms / 1000, renewals_seen
+                    )
                     continue
             except (UpstreamError, OAuthError) as error:
                 log.warning("server stream failed", extra={"reason": str(error)})
@@ -880,23 +914,28 @@ _INITIALIZED_MESSAGE = Message(
 )
 
 
-async def _first_response(reply: UpstreamReply) -> Message | None:
-    """The first JSON-RPC response in a JSON or event-stream body; what comes before it is
+async def _first_response(reply: UpstreamReply, request_id: JsonId) -> Message | None:
+    """The response to `request_id` in a JSON or event-stream body; what comes before it is
     not for the client (the answer to a replayed initialize is the proxy's own)."""
     content_type = reply.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == EVENT_STREAM:
         async for event in _events(reply, SseDecoder()):
             if isinstance(event, SseEvent) and event.data.strip():
-                found = _response_in(event.data)
+                found = _response_in(event.data, request_id)
                 if found is not None:
                     return found
         return None
-    return _response_in(await reply.read(DEFAULT_MAX_EVENT_BYTES))
+    return _response_in(await reply.read(DEFAULT_MAX_EVENT_BYTES), request_id)
 
 
-def _response_in(data: bytes) -> Message | None:
+def _response_in(data: bytes, request_id: JsonId) -> Message | None:
     try:
         messages = parse_upstream_body(data)
     except ValueError:
         return None
-    return next((m for m in messages if m.kind is Kind.RESPONSE), None)
+    return next((m for m in messages if m.kind is Kind.RESPONSE and m.id == request_id), None)
+
+
+def _answers(body: bytes, request_id: JsonId) -> bool:
+    """Whether an error body is the server's own JSON-RPC answer to `request_id`."""
+    return _response_in(body, request_id) is not None

@@ -841,7 +841,9 @@ async def test_the_server_stream_follows_its_session_into_a_new_one() -> None:
         session_id = exchange.headers.get("Mcp-Session-Id")
         gets.append(session_id)
         if session_id == "s-1" and len(gets) == 1:
-            return sse_response(notification("notifications/message", level="info"))
+            event = json.dumps(notification("notifications/message", level="info"))
+            body = f"id: old-1\ndata: {event}\n\n".encode()
+            return FakeReply(200, {"content-type": "text/event-stream"}, [body])
         if session_id == "s-1":
             return FakeReply(404)
         reopened.set()
@@ -857,6 +859,10 @@ async def test_the_server_stream_follows_its_session_into_a_new_one() -> None:
             await reopened.wait()
     assert gets == ["s-1", "s-1", "s-2"]
     assert server.sessions == 2
+    last_ids = [
+        e.headers.get("Last-Event-ID") for e in session.upstream.exchanges if e.method == "GET"
+    ]
+    assert last_ids == [None, "old-1", None]  # an event id of the old session stays there
 
 
 async def test_a_404_to_the_first_stream_get_is_no_stream_not_an_expiry() -> None:
@@ -870,3 +876,46 @@ async def test_a_404_to_the_first_stream_get_is_no_stream_not_an_expiry() -> Non
         assert (await session.call(request(1, "ping")))["id"] == 1
     assert server.sessions == 1
     assert [e.method for e in session.upstream.exchanges].count("GET") == 1
+
+
+async def test_a_404_that_answers_the_request_is_passed_on_not_a_new_session() -> None:
+    not_found = {"jsonrpc": "2.0", "id": 1, "error": {"code": -32002, "message": "no such file"}}
+
+    async def missing(exchange: Exchange) -> FakeReply:
+        return json_response(not_found, status=404)
+
+    server = ExpiringServer(lives=5)
+    server.answers["resources/read"] = missing
+    async with serving(server) as session:
+        await session.start()
+        answer = await session.call(request(1, "resources/read", uri="file:///x"))
+    assert answer == not_found
+    assert server.sessions == 1
+
+
+async def test_requests_waiting_on_a_failed_new_session_fail_with_it() -> None:
+    server = ExpiringServer(lives=0, initialize_again=FakeReply(503))
+    all_refused = anyio.Event()
+    refused = 0
+
+    async def handler(exchange: Exchange) -> FakeReply:
+        nonlocal refused
+        if exchange.method == "POST" and exchange.document.get("method") == "initialize":
+            if server.sessions == 1:
+                await all_refused.wait()  # the new session is tried while all three wait
+            return await server(exchange)
+        reply = await server(exchange)
+        if reply.status == 404:
+            refused += 1
+            if refused == 3:
+                all_refused.set()
+        return reply
+
+    async with serving(handler) as session:
+        await session.start()
+        for n in range(1, 4):
+            await session.send(request(n, "tools/list"))
+        answers = [await session.receive() for _ in range(3)]
+    assert sorted(a["id"] for a in answers) == [1, 2, 3]
+    assert all("HTTP 503" in a["error"]["message"] for a in answers)
+    assert server.sessions == 2  # the first start, and one failed try for all three
