@@ -1569,6 +1569,19 @@ async def test_requests_refused_together_cause_one_step_up_login() -> None:
     assert sorted(session.authorizations()) == ["Bearer token-1"] * 2 + ["Bearer token-2"] * 2
 
 
+OLD_SERVERS_TOKENS = ("Bearer token-1", "Bearer token-2")
+UNAUTHORIZED = FakeReply(401, {"www-authenticate": 'Bearer realm="mcp"'})
+
+
+def three_tokens() -> FakeTokenEndpoint:
+    """A login and a refresh at the old server, then a login at the new one."""
+    return FakeTokenEndpoint(
+        token_reply("token-1", refresh="r-1"),
+        token_reply("token-2", refresh="r-2"),
+        token_reply("token-3"),
+    )
+
+
 class MovesOnce:
     """Rediscovery that finds, once, that the server moved to another authorization server."""
 
@@ -1582,16 +1595,11 @@ class MovesOnce:
 
 async def test_a_persistent_401_asks_whether_the_server_moved_and_logs_in_there() -> None:
     async def refuse_the_old_servers_tokens(exchange: Exchange) -> FakeReply:
-        if exchange.headers["Authorization"] in ("Bearer token-1", "Bearer token-2"):
-            return FakeReply(401, {"www-authenticate": 'Bearer realm="mcp"'})
-        return ok(exchange)
+        refused = exchange.headers["Authorization"] in OLD_SERVERS_TOKENS
+        return UNAUTHORIZED if refused else ok(exchange)
 
     ports = login_ports()
-    endpoint = FakeTokenEndpoint(
-        token_reply("token-1", refresh="r-1"),
-        token_reply("token-2", refresh="r-2"),
-        token_reply("token-3"),
-    )
+    endpoint = three_tokens()
     move = MovesOnce()
     async with bridged(refuse_the_old_servers_tokens, STEP_UP_CONFIG, endpoint, ports, move) as s:
         answer = await s.call(request(1))
@@ -1620,16 +1628,11 @@ async def test_requests_refused_together_follow_one_move() -> None:
             if refused == 2:
                 both_refused.set()
             await both_refused.wait()
-        if exchange.headers["Authorization"] in ("Bearer token-1", "Bearer token-2"):
-            return FakeReply(401, {"www-authenticate": 'Bearer realm="mcp"'})
-        return ok(exchange)
+        refused_old = exchange.headers["Authorization"] in OLD_SERVERS_TOKENS
+        return UNAUTHORIZED if refused_old else ok(exchange)
 
     ports = login_ports()
-    endpoint = FakeTokenEndpoint(
-        token_reply("token-1", refresh="r-1"),
-        token_reply("token-2", refresh="r-2"),
-        token_reply("token-3"),
-    )
+    endpoint = three_tokens()
     move = MovesOnce()
     async with bridged(refuse_the_old_servers_tokens, STEP_UP_CONFIG, endpoint, ports, move) as s:
         await s.send(request(1))
@@ -1643,7 +1646,7 @@ async def test_requests_refused_together_follow_one_move() -> None:
 
 async def test_a_persistent_401_is_explained_when_the_server_did_not_move() -> None:
     async def always_refused(exchange: Exchange) -> FakeReply:
-        return FakeReply(401, {"www-authenticate": 'Bearer realm="mcp"'})
+        return UNAUTHORIZED
 
     endpoint = FakeTokenEndpoint(
         token_reply("token-1", refresh="r-1"), token_reply("token-2", refresh="r-2")
