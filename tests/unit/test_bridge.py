@@ -919,3 +919,25 @@ async def test_requests_waiting_on_a_failed_new_session_fail_with_it() -> None:
     assert sorted(a["id"] for a in answers) == [1, 2, 3]
     assert all("HTTP 503" in a["error"]["message"] for a in answers)
     assert server.sessions == 2  # the first start, and one failed try for all three
+
+
+async def test_on_the_2026_wire_a_broken_stream_is_an_error_and_nothing_is_sent_again() -> None:
+    meta = {PROTOCOL_VERSION_META: "2026-07-28"}
+
+    async def breaks(exchange: Exchange) -> FakeReply:
+        event = json.dumps(notification("notifications/progress", progressToken=1, progress=1))
+        progress = f"id: e1\nretry: 0\ndata: {event}\n\n".encode()
+        return FakeReply(
+            200,
+            {"content-type": "text/event-stream"},
+            [progress],
+            fail_after_chunks=UpstreamError("the upstream connection broke mid-response: reset"),
+        )
+
+    async with serving(Server(**{"tools/call": breaks})) as session:
+        await session.send(request(1, "tools/call", name="x", _meta=meta))
+        assert (await session.receive())["method"] == "notifications/progress"
+        answer = await session.receive()
+    assert answer["error"]["code"] == -32000
+    assert "broke mid-response" in answer["error"]["message"]
+    assert [e.method for e in session.upstream.exchanges] == ["POST"]
