@@ -330,7 +330,7 @@ class Bridge:
                     )
                     # transports §Session Management: 404 to a request with a session id
                     # means the session is gone (and the request did not run).
-                    expired = settled = False
+                    expired = False
                     if (
                         reply.status == 404
                         and sent_session is not None
@@ -340,20 +340,16 @@ class Bridge:
                         # Unless the server answered the request itself (a JSON-RPC error
                         # with its id, such as "resource not found").
                         body = await reply.read(ERROR_BODY_BYTES)
-                        settled = message.kind is Kind.REQUEST and _answers(body, message.id)
-                        expired = not settled
-                        if settled:
+                        if message.kind is Kind.REQUEST and _answers(body, message.id):
                             await self._explain_error(delivery, reply.status, body)
-                    if settled:
-                        pass
-                    elif required is None and step is Next.DELIVER and not (fall_back or expired):
+                            return delivery
+                        expired = True
+                    if required is None and step is Next.DELIVER and not (fall_back or expired):
                         session_id = reply.headers.get("mcp-session-id")
                         await self._relay(delivery, reply)
                         if message.method == INITIALIZE and delivery.initialize_result is not None:
                             self._state.learn(delivery.initialize_result, session_id)
                             self._initialize = message
-            if settled:
-                return delivery
             if expired:
                 assert sent_session is not None
                 renewed_session = True
