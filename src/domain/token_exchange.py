@@ -13,13 +13,13 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from urllib.parse import quote_plus
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .config import AuthStyle, OAuth2Config
 from .errors import TokenEndpointError
+from .retry_after import MAX_RETRY_WAIT_SECONDS, retry_after_seconds
 from .token_lifecycle import AccessToken, IssuedTokens, normalise_token_type, renew_at
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -280,38 +280,29 @@ def _shown(body: bytes) -> str:
 
 
 MAX_TRANSIENT_ATTEMPTS = 3
-MAX_RETRY_WAIT_SECONDS = 30.0
+# RFC 8628 §3.5: after `slow_down` the client waits five seconds more than it did.
+SLOW_DOWN_SECONDS = 5.0
 
 
 def transient_delay(
     error: TokenEndpointError, reply: TokenReply, attempt: int, *, now: float
 ) -> float | None:
     """How long to wait before asking again, when the IdP's refusal is temporary (429, 503,
-    `temporarily_unavailable`) and asking again is worth it; None otherwise.
+    `temporarily_unavailable`, `slow_down`) and asking again is worth it; None otherwise.
 
-    A `Retry-After` (seconds or an HTTP date, RFC 9110 §10.2.3) is honoured up to 30 s; past
-    that the error stands rather than holding a request that long. `attempt` counts from 0.
+    A `Retry-After` (seconds or an HTTP date) is honoured up to 30 s; past that the error
+    stands rather than holding a request that long. `attempt` counts from 0.
     """
+    slow_down = error.error == "slow_down"
     transient = reply.status in (429, 503) or error.error == "temporarily_unavailable"
-    if not transient or attempt + 1 >= MAX_TRANSIENT_ATTEMPTS:
+    if not (transient or slow_down) or attempt + 1 >= MAX_TRANSIENT_ATTEMPTS:
         return None
-    delay = _retry_after_seconds(reply.retry_after, now)
+    delay = retry_after_seconds(reply.retry_after, now)
     if delay is None:
         delay = 0.5 * 2**attempt
+    if slow_down:
+        delay = max(delay, SLOW_DOWN_SECONDS * (attempt + 1))
     return delay if delay <= MAX_RETRY_WAIT_SECONDS else None
-
-
-def _retry_after_seconds(value: str | None, now: float) -> float | None:
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        moment = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - now)
 
 
 # Microsoft Entra ID refuses RFC 8707 `resource` next to v2 scopes with this code.
