@@ -13,7 +13,7 @@ from typing import Literal
 import anyio
 import httpx
 
-from ..domain.errors import UpstreamError
+from ..domain.errors import UpstreamError, UpstreamUnreachableError
 
 
 class HttpReply:
@@ -61,10 +61,12 @@ class HttpUpstream:
         request = self._client.build_request(method, target, headers=headers, content=body)
         try:
             response = await self._client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise UpstreamUnreachableError(_unreachable(target, exc)) from None
         except httpx.HTTPError as exc:
             raise UpstreamError(
-                f"could not reach the upstream {target}: {_reason(exc)}; check "
-                "upstream.url / UPSTREAM_URL and that the server is reachable (VPN, HTTPS_PROXY)"
+                f"the connection to the upstream {target} failed before it answered: "
+                f"{_reason(exc)}; the server, or a proxy or load balancer on the way, closed it"
             ) from None
         try:
             yield HttpReply(response)
@@ -73,6 +75,13 @@ class HttpUpstream:
             # close its connection, which is how the 2026-07-28 wire cancels on the server.
             with anyio.CancelScope(shield=True):
                 await response.aclose()
+
+
+def _unreachable(target: str, exc: httpx.HTTPError) -> str:
+    return (
+        f"could not reach the upstream {target}: {_reason(exc)}; check "
+        "upstream.url / UPSTREAM_URL and that the server is reachable (VPN, HTTPS_PROXY)"
+    )
 
 
 def _reason(exc: httpx.HTTPError) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,7 +27,7 @@ from ..adapters.stderr_log import TRACE, package_logger
 from ..domain.backoff import Backoff
 from ..domain.config import UpstreamConfig
 from ..domain.discovery import bearer_challenge
-from ..domain.errors import ClientGone, OAuthError, UpstreamError
+from ..domain.errors import ClientGone, OAuthError, UpstreamError, UpstreamUnreachableError
 from ..domain.jsonrpc import (
     BATCH_REFUSED,
     INTERNAL_ERROR,
@@ -46,9 +47,11 @@ from ..domain.jsonrpc import (
 from ..domain.line_framing import Oversized
 from ..domain.ports import ClientChannel, UpstreamReply, UpstreamTransport
 from ..domain.redaction import Redactor
+from ..domain.retry_after import retry_after_seconds
 from ..domain.retry_policy import PERSISTENT_401_ADVICE, Next, RetryOn401, step_up_scope
-from ..domain.sse import DEFAULT_MAX_EVENT_BYTES, OversizedEvent, SseDecoder, SseEvent
+from ..domain.sse import OversizedEvent, SseDecoder, SseEvent
 from ..domain.tool_headers import HeaderParam, InvalidAnnotation, header_params, param_headers
+from ..domain.upstream_retry import UNAVAILABLE_STATUSES, Failure, UpstreamRetry
 from ..domain.wire import (
     CANCELLED,
     EVENT_STREAM,
@@ -73,6 +76,10 @@ LONG_LIVED_METHODS = frozenset({"subscriptions/listen"})
 TOOLS_LIST = "tools/list"
 BATCH_VERSION = "2025-03-26"
 TOOLS_CALL = "tools/call"
+# While requests waiting for an upstream slot hold more than this, the proxy stops reading
+# its input: a client that writes faster than the upstream answers is held back by the pipe
+# (its writes block), instead of this process buffering without bound.
+WAITING_BYTES_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass
@@ -82,6 +89,8 @@ class _InFlight:
     scope: anyio.CancelScope
     modern: bool
     cancelled: bool = False
+    # Set when the client has been given its answer (or error); nothing more goes out for it.
+    answered: bool = False
 
 
 @dataclass
@@ -91,9 +100,39 @@ class _Delivery:
     message: Message
     answered: bool = False
     oversized: bool = False
+    # Upstream messages written to the client for this delivery; none means a read-only
+    # request may be sent again without the client seeing anything twice.
+    forwarded: int = 0
+    # Upstream data that was not JSON-RPC, kept for the error that explains the failure.
+    garbled: str | None = None
     initialize_result: dict[str, object] | None = field(default=None)
     # The decoder of the request's event stream, kept for resuming it if it breaks off.
     stream: SseDecoder | None = None
+
+
+@dataclass
+class _Tries:
+    """What one message has been through so far; each resend is bounded by these."""
+
+    moves_seen: int
+    renewals: int = 0
+    failures: int = 0
+    stepped_up: bool = False
+    moved: bool = False
+    renewed_session: bool = False
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one POST came to, and so what happens next."""
+
+    status: int = 0
+    required: str | None = None
+    step: Next = Next.DELIVER
+    fall_back: bool = False
+    expired: bool = False
+    # Send the message again after this many seconds.
+    wait: float | None = None
 
 
 class Bridge:
@@ -108,8 +147,10 @@ class Bridge:
         redactor: Redactor,
         *,
         policy: RetryOn401 | None = None,
+        retry: UpstreamRetry | None = None,
         backoff: Backoff | None = None,
         draw: Callable[[], float] = random.random,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self._channel = channel
         self._upstream = upstream
@@ -117,8 +158,16 @@ class Bridge:
         self._config = config
         self._redactor = redactor
         self._policy = policy or RetryOn401()
+        self._retry = retry or UpstreamRetry()
         self._backoff = backoff or Backoff()
         self._draw = draw
+        self._now = now
+        self._max_bytes = config.max_message_bytes
+        # At most upstream.maxInFlight requests wait on the upstream; the rest wait here, in
+        # arrival order, while responses, notifications and cancellations keep flowing.
+        self._slots = anyio.Semaphore(config.max_in_flight)
+        self._waiting_bytes = 0
+        self._room = _set_event()
         self._state = WireState(configured_version=config.protocol_version)
         self._barrier = _set_event()
         self._inflight: dict[JsonId, _InFlight] = {}
@@ -182,6 +231,7 @@ class Bridge:
                 # own POST, 401 handling and errors), and is answered on its own line.
                 for member in parsed.messages:
                     self._dispatch(member)
+                await self._admit()
                 continue
             if isinstance(parsed, Invalid):
                 log.warning(
@@ -190,7 +240,15 @@ class Bridge:
                 await self._send(parsed.reply)
                 continue
             self._dispatch(parsed)
+            await self._admit()
         log.debug("the client's input ended")
+
+    async def _admit(self) -> None:
+        """Read no further while the requests waiting for a slot hold too much."""
+        while self._waiting_bytes > WAITING_BYTES_LIMIT:
+            log.debug("holding back the client's input until the upstream catches up")
+            self._room = anyio.Event()
+            await self._room.wait()
 
     def _dispatch(self, message: Message) -> None:
         """Start the message's task now; only the barrier it must wait for is decided here,
@@ -209,6 +267,8 @@ class Bridge:
         if message.kind is Kind.REQUEST:
             self._inflight[message.id] = _InFlight(scope, modern)
             self._idle = anyio.Event()
+        if _needs_slot(message):
+            self._waiting_bytes += len(message.raw)
         self._tasks.start_soon(self._handle, message, gate, done, scope)
 
     def _cancel(self, message: Message) -> bool:
@@ -234,10 +294,17 @@ class Bridge:
         done: anyio.Event | None,
         scope: anyio.CancelScope,
     ) -> None:
+        queued = _needs_slot(message)
         try:
             with scope:
                 await gate.wait()
-                await self._deliver_or_explain(message)
+                if queued:
+                    async with self._slots:
+                        self._leave_queue(message)
+                        queued = False
+                        await self._deliver_or_explain(message)
+                else:
+                    await self._deliver_or_explain(message)
         except ClientGone:
             self._client_gone()
         except Exception:
@@ -253,12 +320,20 @@ class Bridge:
                 except ClientGone:
                     self._client_gone()
         finally:
+            if queued:
+                self._leave_queue(message)  # cancelled while waiting for its turn
             if done is not None:
                 done.set()
             if message.kind is Kind.REQUEST:
                 self._inflight.pop(message.id, None)
                 if not self._inflight:
                     self._idle.set()
+
+    def _leave_queue(self, message: Message) -> None:
+        """The message no longer waits; wake the reader if it held back for room."""
+        self._waiting_bytes -= len(message.raw)
+        if self._waiting_bytes <= WAITING_BYTES_LIMIT:
+            self._room.set()
 
     async def _deliver_or_explain(self, message: Message) -> None:
         try:
@@ -285,9 +360,12 @@ class Bridge:
             reason = "the upstream ended its answer without a response to this request"
             if delivery.oversized:
                 reason += (
-                    f"; it sent a message larger than {DEFAULT_MAX_EVENT_BYTES} bytes, "
-                    "which was dropped"
+                    f"; it sent a message larger than {self._max_bytes} bytes, which was "
+                    "dropped (raise upstream.maxMessageBytes / UPSTREAM_MAX_MESSAGE_BYTES "
+                    "if the server's answers are that large)"
                 )
+            if delivery.garbled is not None:
+                reason += f"; it sent data that is not JSON-RPC: {delivery.garbled}"
             await self._fail(message, UPSTREAM_TRANSPORT_ERROR, reason)
         if delivery.initialize_result is not None:
             self._on_initialized_session()
@@ -303,9 +381,7 @@ class Bridge:
         legacy_wire = modern_version(message) is None
         if legacy_wire and (self._legacy is not None or self._config.transport == "sse"):
             return await self._deliver_legacy(message, limit)
-        renewals = 0
-        stepped_up = moved = renewed_session = False
-        moves_seen = self._tokens.moves
+        tries = _Tries(moves_seen=self._tokens.moves)
         while True:
             token = await self._tokens.token()
             headers = {
@@ -315,84 +391,179 @@ class Bridge:
             }
             sent_session = headers.get("Mcp-Session-Id")
             renewals_seen = self._renewals_finished
-            with anyio.fail_after(limit):
-                async with self._upstream.exchange("POST", headers, message.raw) as reply:
-                    challenge = bearer_challenge(reply.headers.get("www-authenticate"))
-                    required = step_up_scope(reply.status, challenge, stepped_up)
-                    step = self._policy.decide(reply.status, renewals)
-                    # transports §Backwards Compatibility: a server that refuses the first
-                    # initialize POST this way may speak the HTTP+SSE transport instead.
-                    fall_back = (
-                        message.method == INITIALIZE
-                        and legacy_wire
-                        and self._config.transport == "auto"
-                        and reply.status in (400, 404, 405)
-                    )
-                    # transports §Session Management: 404 to a request with a session id
-                    # means the session is gone (and the request did not run).
-                    expired = False
-                    if (
-                        reply.status == 404
-                        and sent_session is not None
-                        and self._initialize is not None
-                        and not renewed_session
-                    ):
-                        # Unless the server answered the request itself (a JSON-RPC error
-                        # with its id, such as "resource not found").
-                        body = await reply.read(ERROR_BODY_BYTES)
-                        if message.kind is Kind.REQUEST and _answers(body, message.id):
-                            await self._explain_error(delivery, reply.status, body)
-                            return delivery
-                        expired = True
-                    if required is None and step is Next.DELIVER and not (fall_back or expired):
-                        session_id = reply.headers.get("mcp-session-id")
-                        await self._relay(delivery, reply)
-                        if message.method == INITIALIZE and delivery.initialize_result is not None:
-                            self._state.learn(delivery.initialize_result, session_id)
-                            self._initialize = message
-            if expired:
+            outcome = await self._post(delivery, headers, limit, tries)
+            if outcome.wait is not None:
+                tries.failures += 1
+                await anyio.sleep(outcome.wait)
+                continue
+            if outcome.expired:
                 assert sent_session is not None
-                renewed_session = True
+                tries.renewed_session = True
                 await self._renew_session(sent_session, limit, renewals_seen)
                 continue
-            if fall_back:
+            if outcome.fall_back:
                 log.info(
                     "the upstream refused streamable HTTP; trying the HTTP+SSE transport",
-                    extra={"status": reply.status},
+                    extra={"status": outcome.status},
                 )
                 return await self._deliver_legacy(message, limit)
-            if required is None and step is Next.DELIVER:
+            if outcome.required is None and outcome.step is Next.DELIVER:
                 if delivery.stream is not None and not delivery.answered:
                     await self._resume(delivery, delivery.stream, limit)
                 return delivery
-            if required is not None:
-                stepped_up = True
-                if await self._tokens.step_up(required):
+            if outcome.required is not None:
+                tries.stepped_up = True
+                if await self._tokens.step_up(outcome.required):
                     continue
                 await self._fail(
                     message,
                     UPSTREAM_HTTP_ERROR,
-                    f"the upstream needs scope {required!r} for this request "
+                    f"the upstream needs scope {outcome.required!r} for this request "
                     "(insufficient_scope), and this proxy's grant cannot log in again by "
                     "itself: add the scope to oauth2.scope / OAUTH2_SCOPE and restart",
-                    {"status": 403, "scope": required},
+                    {"status": 403, "scope": outcome.required},
                 )
                 delivery.answered = True
                 return delivery
-            if step is Next.RENEW_AND_RESEND:
+            if outcome.step is Next.RENEW_AND_RESEND:
                 log.info(
                     "the upstream rejected the access token; renewing it and resending",
                     extra={"method": message.method},
                 )
                 self._tokens.invalidate(token)
-                renewals += 1
+                tries.renewals += 1
                 continue
-            if not moved and await self._tokens.follow_move(moves_seen):
-                moved, renewals = True, 0
+            if not tries.moved and await self._tokens.follow_move(tries.moves_seen):
+                tries.moved, tries.renewals = True, 0
                 continue
             await self._fail(message, UPSTREAM_HTTP_ERROR, PERSISTENT_401_ADVICE, {"status": 401})
             delivery.answered = True
             return delivery
+
+    async def _post(
+        self, delivery: _Delivery, headers: Mapping[str, str], limit: float, tries: _Tries
+    ) -> _Outcome:
+        """One POST of the message: relay its answer, or say what to do next.
+
+        Raises:
+            UpstreamError: no answer, and sending again is not safe or not worth it.
+            TimeoutError: no complete answer within `limit`.
+        """
+        message = delivery.message
+        try:
+            with anyio.fail_after(limit):
+                async with self._upstream.exchange("POST", headers, message.raw) as reply:
+                    return await self._judge(delivery, reply, headers, tries)
+        except UpstreamUnreachableError as error:
+            # No connection, so the message was never sent: safe to send again.
+            wait = self._retry_wait(Failure.UNREACHABLE, message, tries.failures, None, error)
+            if wait is None:
+                raise
+            return _Outcome(wait=wait)
+        except UpstreamError as error:
+            if delivery.forwarded or delivery.answered:
+                raise  # part of the answer reached the client; it must not see it twice
+            wait = self._retry_wait(Failure.BROKEN, message, tries.failures, None, error)
+            if wait is None:
+                raise
+            delivery.stream = None
+            return _Outcome(wait=wait)
+
+    async def _judge(
+        self,
+        delivery: _Delivery,
+        reply: UpstreamReply,
+        headers: Mapping[str, str],
+        tries: _Tries,
+    ) -> _Outcome:
+        message = delivery.message
+        status = reply.status
+        challenge = bearer_challenge(reply.headers.get("www-authenticate"))
+        outcome = _Outcome(
+            status=status,
+            required=step_up_scope(status, challenge, tries.stepped_up),
+            step=self._policy.decide(status, tries.renewals),
+            # transports §Backwards Compatibility: a server that refuses the first initialize
+            # POST this way may speak the HTTP+SSE transport instead.
+            fall_back=(
+                message.method == INITIALIZE
+                and modern_version(message) is None
+                and self._config.transport == "auto"
+                and status in (400, 404, 405)
+            ),
+        )
+        # transports §Session Management: 404 to a request with a session id means the
+        # session is gone (and the request did not run); 429 and an unavailable gateway may
+        # be worth another try. Unless the server answered the request itself in JSON-RPC
+        # (such as "resource not found"): then that answer is what the client gets.
+        session_gone = (
+            status == 404
+            and "Mcp-Session-Id" in headers
+            and self._initialize is not None
+            and not tries.renewed_session
+        )
+        if session_gone or status == 429 or status in UNAVAILABLE_STATUSES:
+            body = await reply.read(ERROR_BODY_BYTES)
+            if message.kind is Kind.REQUEST and _answers(body, message.id):
+                await self._explain_error(delivery, status, body)
+                return outcome
+            if session_gone:
+                return replace(outcome, expired=True)
+            failure = Failure.RATE_LIMITED if status == 429 else Failure.UNAVAILABLE
+            wait = self._retry_wait(
+                failure, message, tries.failures, reply.headers.get("retry-after"), status
+            )
+            if wait is not None:
+                return replace(outcome, wait=wait)
+            if status == 429 and message.kind is Kind.REQUEST:
+                shown = self._redactor.redact(_shown(body))
+                await self._fail(
+                    message,
+                    UPSTREAM_HTTP_ERROR,
+                    _rate_limited(
+                        reply.headers.get("retry-after"), shown, self._retry.max_attempts
+                    ),
+                    {"status": status, "body": shown},
+                )
+                delivery.answered = True
+                return outcome
+            await self._explain_error(delivery, status, body)
+            return outcome
+        if outcome.required is None and outcome.step is Next.DELIVER and not outcome.fall_back:
+            session_id = reply.headers.get("mcp-session-id")
+            await self._relay(delivery, reply)
+            if message.method == INITIALIZE and delivery.initialize_result is not None:
+                self._state.learn(delivery.initialize_result, session_id)
+                self._initialize = message
+        return outcome
+
+    def _retry_wait(
+        self,
+        failure: Failure,
+        message: Message,
+        failures: int,
+        retry_after: str | None,
+        cause: object,
+    ) -> float | None:
+        """How long to wait before sending `message` again, or None not to (logged)."""
+        wait = self._retry.delay(
+            failure,
+            message.method if message.kind is Kind.REQUEST else None,
+            failures,
+            self._draw(),
+            retry_after_seconds(retry_after, self._now()),
+        )
+        if wait is not None:
+            log.info(
+                "the upstream did not answer; sending the message again",
+                extra={
+                    "method": message.method or "(response)",
+                    "reason": failure.value,
+                    "detail": str(cause),
+                    "in_s": f"{wait:.2f}",
+                },
+            )
+        return wait
 
     async def _renew_session(self, expired: str, limit: float, renewals_seen: int) -> None:
         """Start a new session with the client's own initialize (its answer is not shown to
@@ -450,7 +621,7 @@ class Bridge:
             if reply.status >= 400:
                 raise UpstreamError(f"{_NEW_SESSION_FAILED}: initialize got HTTP {reply.status}")
             session_id = reply.headers.get("mcp-session-id")
-            answer = await _first_response(reply, initialize.id)
+            answer = await _first_response(reply, initialize.id, self._max_bytes)
         result = answer.document.get("result") if answer is not None else None
         if not isinstance(result, dict):
             raise UpstreamError(f"{_NEW_SESSION_FAILED}: initialize got no result")
@@ -467,8 +638,8 @@ class Bridge:
         if content_type == EVENT_STREAM:
             await self._relay_events(delivery, reply)
         elif content_type == "application/json":
-            body = await reply.read(DEFAULT_MAX_EVENT_BYTES + 1)
-            if len(body) > DEFAULT_MAX_EVENT_BYTES:
+            body = await reply.read(self._max_bytes + 1)
+            if len(body) > self._max_bytes:
                 delivery.oversized = True
                 return
             await self._forward_body(delivery, body)
@@ -483,7 +654,7 @@ class Bridge:
             delivery.answered = True
 
     async def _relay_events(self, delivery: _Delivery, reply: UpstreamReply) -> None:
-        stream = delivery.stream = delivery.stream or SseDecoder()
+        stream = delivery.stream = delivery.stream or SseDecoder(self._max_bytes)
         try:
             async for event in _events(reply, stream):
                 if isinstance(event, OversizedEvent):
@@ -550,7 +721,12 @@ class Bridge:
                 else message
             )
 
-        for message in await self._forward(body, screened):
+        sent = await self._forward(body, screened)
+        if sent is None:
+            delivery.garbled = self._redactor.redact(_shown(body))
+            return
+        delivery.forwarded += len(sent)
+        for message in sent:
             if answers_request(message):
                 delivery.answered = True
                 if request.method == INITIALIZE:
@@ -594,9 +770,14 @@ class Bridge:
 
     async def _forward(
         self, data: bytes, screen: Callable[[Message], Message] | None = None
-    ) -> list[Message]:
+    ) -> list[Message] | None:
         """Write the upstream's messages in `data` to the client, one line each (after
-        `screen`, which may replace one)."""
+        `screen`, which may replace one); return those written, or None when `data` is not
+        JSON-RPC.
+
+        A response goes out only for a request still waiting for one: a response the client
+        did not ask for, or a second one (a server resending after a resumption), would
+        confuse the client, so it is dropped and logged."""
         if not data.strip():
             return []  # an SSE event without data, such as a resumption primer
         try:
@@ -604,14 +785,30 @@ class Bridge:
         except ValueError:
             log.warning(
                 "dropped upstream data that is not JSON-RPC",
-                extra={"data": data[:SHOWN_BODY_CHARS].decode("utf-8", "replace")},
+                extra={"data": self._redactor.redact(_shown(data))},
             )
-            return []
-        if screen is not None:
-            messages = [screen(message) for message in messages]
+            return None
+        sent: list[Message] = []
         for message in messages:
+            if message.kind is Kind.RESPONSE and not self._claim(message.id):
+                log.warning(
+                    "dropped an upstream response to no request waiting for one",
+                    extra={"id": json.dumps(message.id)},
+                )
+                continue
+            if screen is not None:
+                message = screen(message)
             await self._send(message.raw)
-        return messages
+            sent.append(message)
+        return sent
+
+    def _claim(self, request_id: JsonId) -> bool:
+        """Whether the request may be answered now; from here on it counts as answered."""
+        pending = self._inflight.get(request_id) if _hashable(request_id) else None
+        if pending is None or pending.answered or pending.cancelled:
+            return False
+        pending.answered = True
+        return True
 
     async def _relay_error(self, delivery: _Delivery, reply: UpstreamReply) -> None:
         await self._explain_error(delivery, reply.status, await reply.read(ERROR_BODY_BYTES))
@@ -635,7 +832,8 @@ class Bridge:
         if answers:
             # The server answered in JSON-RPC terms: its own error is the best explanation.
             delivery.answered = True
-            await self._send(self._scrub(answers[0].raw, message.id))
+            if self._claim(message.id):
+                await self._send(self._scrub(answers[0].raw, message.id))
             return
         shown = self._redactor.redact(_shown(body))
         await self._fail(
@@ -674,8 +872,10 @@ class Bridge:
             )
             return
         pending = self._inflight.get(message.id)
-        if pending is not None and pending.cancelled:
+        if pending is not None and (pending.cancelled or pending.answered):
             return
+        if pending is not None:
+            pending.answered = True
         log.warning(
             "answering a request with an error",
             extra={"method": message.method, "code": code, "reason": text},
@@ -733,10 +933,21 @@ class Bridge:
         async with self._legacy_lock:
             if self._legacy is None:
                 assert self._tasks is not None
-                legacy = LegacySse(self._upstream, self._tokens, self._config.url, self._send)
+                legacy = LegacySse(
+                    self._upstream, self._tokens, self._config.url, self._from_legacy
+                )
                 await legacy.open(self._tasks)
                 self._legacy = legacy
             return self._legacy
+
+    async def _from_legacy(self, message: Message) -> None:
+        if message.kind is Kind.RESPONSE and not self._claim(message.id):
+            log.warning(
+                "dropped an upstream response to no request waiting for one",
+                extra={"id": json.dumps(message.id)},
+            )
+            return
+        await self._send(message.raw)
 
     def _start_server_stream(self) -> None:
         if self._stream_started or not self._config.open_server_stream or self._tasks is None:
@@ -748,14 +959,14 @@ class Bridge:
 
     async def _server_stream(self) -> None:
         """Hold the GET stream for server-initiated messages; reconnect with backoff."""
-        decoder = SseDecoder()
+        decoder = SseDecoder(self._max_bytes)
         attempt = 0
         renewed = opened = session_renewed = False
         stream_session = self._state.session_id
         while not self._backoff.exhausted(attempt):
             if self._state.session_id != stream_session:
                 # A new session: the old stream's event ids mean nothing to it.
-                decoder, session_renewed = SseDecoder(), False
+                decoder, session_renewed = SseDecoder(self._max_bytes), False
                 stream_session = self._state.session_id
             token = await self._tokens.token()
             headers = {
@@ -840,7 +1051,7 @@ class Bridge:
         with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS):
             await self._idle.wait()
         for request_id, pending in list(self._inflight.items()):
-            answered_now = not pending.cancelled and not self._gone
+            answered_now = not (pending.cancelled or pending.answered or self._gone)
             pending.cancelled = True
             pending.scope.cancel()
             if answered_now:
@@ -886,6 +1097,21 @@ async def _events(
             yield event
 
 
+def _rate_limited(retry_after: str | None, shown: str, attempts: int) -> str:
+    asked = f" (Retry-After: {retry_after.strip()})" if retry_after else ""
+    return (
+        f"upstream answered HTTP 429 Too Many Requests{asked}: it limits how often this "
+        f"client may call it, and the proxy sends a message at most {attempts} times and "
+        f"waits at most 30 s in between; try again later. The server said: {shown or 'nothing'}"
+    )
+
+
+def _needs_slot(message: Message) -> bool:
+    """Requests count against upstream.maxInFlight; a subscription that stays open as long as
+    the client wants would hold its slot for good, so it does not."""
+    return message.kind is Kind.REQUEST and message.method not in LONG_LIVED_METHODS
+
+
 def _set_event() -> anyio.Event:
     event = anyio.Event()
     event.set()
@@ -910,18 +1136,20 @@ _INITIALIZED_MESSAGE = Message(
 )
 
 
-async def _first_response(reply: UpstreamReply, request_id: JsonId) -> Message | None:
+async def _first_response(
+    reply: UpstreamReply, request_id: JsonId, max_bytes: int
+) -> Message | None:
     """The response to `request_id` in a JSON or event-stream body; what comes before it is
     not for the client (the answer to a replayed initialize is the proxy's own)."""
     content_type = reply.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == EVENT_STREAM:
-        async for event in _events(reply, SseDecoder()):
+        async for event in _events(reply, SseDecoder(max_bytes)):
             if isinstance(event, SseEvent) and event.data.strip():
                 found = _response_in(event.data, request_id)
                 if found is not None:
                     return found
         return None
-    return _response_in(await reply.read(DEFAULT_MAX_EVENT_BYTES), request_id)
+    return _response_in(await reply.read(max_bytes), request_id)
 
 
 def _response_in(data: bytes, request_id: JsonId) -> Message | None:

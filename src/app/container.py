@@ -196,11 +196,15 @@ class Container(containers.DeclarativeContainer):
     )
     process_stdio: providers.Provider[ProcessStdio] = providers.Singleton(ProcessStdio)
     # Built per served connection, from the streams `Proxy.serve` is given.
-    client_channel: providers.Provider[StdioChannel] = providers.Factory(StdioChannel)
+    client_channel: providers.Provider[StdioChannel] = providers.Factory(
+        StdioChannel,
+        max_line_bytes=providers.Callable(attrgetter("max_message_bytes"), upstream_config),
+    )
     bridge: providers.Factory[Bridge] = providers.Factory(
         Bridge,
         upstream=upstream,
         tokens=token_manager,
         config=upstream_config,
         redactor=redactor,
+        now=providers.Callable(attrgetter("now"), clock),
     )

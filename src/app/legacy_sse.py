@@ -17,7 +17,7 @@ import anyio
 
 from ..adapters.stderr_log import package_logger
 from ..domain.errors import ClientGone, OAuthError, UpstreamError
-from ..domain.jsonrpc import JsonId, Kind, parse_upstream_body
+from ..domain.jsonrpc import JsonId, Kind, Message, parse_upstream_body
 from ..domain.ports import UpstreamTransport
 from ..domain.sse import SseDecoder, SseEvent
 from ..domain.wire import EVENT_STREAM
@@ -37,7 +37,7 @@ class LegacySse:
         upstream: UpstreamTransport,
         tokens: TokenManager,
         upstream_url: str,
-        to_client: Callable[[bytes], Awaitable[None]],
+        to_client: Callable[[Message], Awaitable[None]],
     ) -> None:
         self._upstream = upstream
         self._tokens = tokens
@@ -137,7 +137,7 @@ class LegacySse:
             if message.kind is Kind.RESPONSE and message.id in self._waiting:
                 self._answered.add(message.id)
                 self._waiting[message.id].set()
-            await self._to_client(message.raw)
+            await self._to_client(message)
 
     def _take_endpoint(self, announced: str) -> None:
         endpoint = urljoin(self._upstream_url, announced)

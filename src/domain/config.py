@@ -129,6 +129,8 @@ class UpstreamConfig(_Section):
     open_server_stream: bool = True
     protocol_version: NonEmpty | None = None
     transport: Annotated[Transport, BeforeValidator(_lower_case)] = "auto"
+    max_in_flight: Annotated[int, Field(gt=0)] = 64
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
 
 
 class OAuth2Config(_Section):

@@ -7,6 +7,7 @@
     │   ├── TokenEndpointError   the IdP answered, and the answer was an error
     │   └── IdpUnreachableError  the IdP did not answer: refused, reset, timed out
     ├── UpstreamError            the MCP server could not be reached or broke off
+    │   └── UpstreamUnreachableError  no connection at all: the message was never sent
     └── ClientGone               the MCP client stopped reading stdout (ends the proxy quietly)
 
 Messages name the setting both as the config-file key and as the environment variable, so the
@@ -70,6 +71,11 @@ class IdpUnreachableError(OAuthError):
 
 class UpstreamError(ProxyError):
     """The upstream MCP server could not be reached, or the connection broke mid-answer."""
+
+
+class UpstreamUnreachableError(UpstreamError):
+    """No connection to the upstream could be made, so the message certainly did not run:
+    sending it again is safe even for a tool call."""
 
 
 class ClientGone(ProxyError):

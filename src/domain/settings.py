@@ -82,6 +82,18 @@ SETTINGS: tuple[Setting, ...] = (
         "auto, streamable-http or sse (the HTTP+SSE transport of MCP 2024-11-05).",
     ),
     Setting(
+        "upstream.maxInFlight",
+        "UPSTREAM_MAX_IN_FLIGHT",
+        Kind.INTEGER,
+        "How many requests may wait on the upstream at once; more wait their turn.",
+    ),
+    Setting(
+        "upstream.maxMessageBytes",
+        "UPSTREAM_MAX_MESSAGE_BYTES",
+        Kind.INTEGER,
+        "The largest message accepted from the client or the upstream, in bytes.",
+    ),
+    Setting(
         "oauth2.grant",
         "OAUTH2_GRANT",
         Kind.CHOICE,

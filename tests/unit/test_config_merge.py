@@ -25,6 +25,8 @@ BASE_ENV = {"UPSTREAM_URL": UPSTREAM}
 FIELD_OF_ENV: dict[str, tuple[str, str]] = {
     "UPSTREAM_URL": ("upstream", "url"),
     "UPSTREAM_TIMEOUT_MS": ("upstream", "timeout_ms"),
+    "UPSTREAM_MAX_IN_FLIGHT": ("upstream", "max_in_flight"),
+    "UPSTREAM_MAX_MESSAGE_BYTES": ("upstream", "max_message_bytes"),
     "UPSTREAM_OPEN_SERVER_STREAM": ("upstream", "open_server_stream"),
     "UPSTREAM_PROTOCOL_VERSION": ("upstream", "protocol_version"),
     "UPSTREAM_TRANSPORT": ("upstream", "transport"),
@@ -99,7 +101,7 @@ def sample_pair(setting: Setting) -> tuple[Sample, Sample]:
         file_url, env_url = "https://file.example.com/a", "https://env.example.com/b"
         return Sample(file_url, file_url, file_url), Sample(env_url, env_url, env_url)
     if setting.kind is Kind.INTEGER:
-        return Sample(7, "7", 7), Sample(4242, "4242", 4242)
+        return Sample(2048, "2048", 2048), Sample(4242, "4242", 4242)
     if setting.kind is Kind.BOOLEAN:
         return Sample(False, "false", False), Sample(True, "true", True)
     if setting.kind is Kind.CHOICE:
@@ -366,15 +368,17 @@ def test_non_integer_text_is_rejected(setting: Setting, text: str) -> None:
 
 @pytest.mark.parametrize("setting", INTEGER_SETTINGS, ids=_ids)
 def test_integer_with_surrounding_whitespace_is_accepted(setting: Setting) -> None:
-    loaded = merge_config({**BASE_ENV, setting.env: " 42 "})
+    loaded = merge_config({**BASE_ENV, setting.env: " 4242 "})
 
-    assert field_value(loaded.config, setting) == 42
+    assert field_value(loaded.config, setting) == 4242
 
 
 @pytest.mark.parametrize(
     ("env", "field"),
     [
         ({"UPSTREAM_TIMEOUT_MS": "0"}, "upstream.timeoutMs"),
+        ({"UPSTREAM_MAX_IN_FLIGHT": "0"}, "upstream.maxInFlight"),
+        ({"UPSTREAM_MAX_MESSAGE_BYTES": "1023"}, "upstream.maxMessageBytes"),
         ({"OAUTH2_CALLBACK_PORT": "65536"}, "oauth2.callbackPort"),
         ({"OAUTH2_REFRESH_SKEW_SECONDS": "-1"}, "oauth2.refreshSkewSeconds"),
         ({"OAUTH2_CALLBACK_TIMEOUT_SECONDS": "-5"}, "oauth2.callbackTimeoutSeconds"),
@@ -725,8 +729,8 @@ def samples(setting: Setting) -> st.SearchStrategy[Sample]:
         document = setting.path == "oauth2.clientMetadataUrl"
         return _urls(document=document).map(lambda url: Sample(url, url, url))
     if setting.kind is Kind.INTEGER:
-        # 1..65535 is inside every integer setting's range (ports, timeouts, skew).
-        return st.integers(1, 65535).map(lambda n: Sample(n, str(n), n))
+        # 1024..65535 is inside every integer setting's range (ports, timeouts, sizes).
+        return st.integers(1024, 65535).map(lambda n: Sample(n, str(n), n))
     if setting.kind is Kind.BOOLEAN:
         return _booleans()
     if setting.kind is Kind.CHOICE:

@@ -84,20 +84,27 @@ async def test_sse_over_respx() -> None:
 
 
 @pytest.mark.parametrize(
-    ("failure", "fragment"),
+    ("failure", "fragment", "advice"),
     [
-        (httpx.ConnectError("Connection refused"), "Connection refused"),
-        (httpx.ConnectTimeout("timed out"), "timed out"),
-        (httpx.RemoteProtocolError("Server disconnected"), "Server disconnected"),
+        (httpx.ConnectError("Connection refused"), "Connection refused", "UPSTREAM_URL"),
+        (httpx.ConnectTimeout("timed out"), "timed out", "UPSTREAM_URL"),
+        (
+            httpx.RemoteProtocolError("Server disconnected"),
+            "Server disconnected",
+            "a proxy or load balancer",
+        ),
     ],
 )
-async def test_transport_failures_answer_with_32000(failure: Exception, fragment: str) -> None:
+async def test_transport_failures_answer_with_32000(
+    failure: Exception, fragment: str, advice: str
+) -> None:
     with respx.mock:
-        respx.post(URL).mock(side_effect=failure)
+        route = respx.post(URL).mock(side_effect=failure)
         (answer,) = await answers(config(), PING)
     assert (answer["id"], answer["error"]["code"]) == (1, -32000)
     assert fragment in answer["error"]["message"]
-    assert "UPSTREAM_URL" in answer["error"]["message"]
+    assert advice in answer["error"]["message"]
+    assert route.call_count == 3  # ping only reads, so every failure here is tried again
 
 
 @asynccontextmanager

@@ -1,0 +1,157 @@
+"""Bounded resources: at most upstream.maxInFlight requests on the upstream (the rest wait,
+none is dropped), upstream.maxMessageBytes on both sides, and a slow stdout reader holding
+the upstream back instead of the proxy buffering for it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from mcp_oauth2_proxy import Proxy, ProxyConfig
+
+from ..fakes import (
+    Exchange,
+    FakeReply,
+    FakeTokenEndpoint,
+    FakeUpstream,
+    MemoryByteReceive,
+    MemoryByteSend,
+    token_reply,
+)
+from .test_bridge import CONFIG, Server, notification, request, result, serving
+
+pytestmark = pytest.mark.anyio
+
+
+def limited(**upstream: Any) -> ProxyConfig:
+    return CONFIG.model_copy(update={"upstream": CONFIG.upstream.model_copy(update=upstream)})
+
+
+async def test_requests_beyond_max_in_flight_wait_and_none_is_dropped() -> None:
+    release = anyio.Event()
+    arrived = anyio.Event()
+
+    async def held(exchange: Exchange) -> FakeReply:
+        arrived.set()
+        await release.wait()
+        return FakeReply(
+            200,
+            {"content-type": "application/json"},
+            [json.dumps(result(exchange.document["id"], "done")).encode()],
+        )
+
+    async with serving(Server(**{"tools/call": held}), config=limited(max_in_flight=2)) as session:
+        for n in range(1, 6):
+            await session.send(request(n, "tools/call", name="slow"))
+        while len(session.upstream.posts()) < 2:
+            await session.upstream.changed.wait()
+        await session.send(notification("notifications/message"))  # not held back
+        while len(session.upstream.posts()) < 3:
+            await session.upstream.changed.wait()
+        calls_while_held = len(session.upstream.posts("tools/call"))
+        release.set()
+        answers = [await session.receive() for _ in range(5)]
+    assert calls_while_held == 2
+    assert sorted(a["id"] for a in answers) == [1, 2, 3, 4, 5]
+    assert all(a["result"] == "done" for a in answers)
+
+
+async def test_a_waiting_request_can_be_cancelled_and_is_never_sent() -> None:
+    release = anyio.Event()
+
+    async def held(exchange: Exchange) -> FakeReply:
+        await release.wait()
+        return FakeReply(
+            200,
+            {"content-type": "application/json"},
+            [json.dumps(result(exchange.document["id"], "done")).encode()],
+        )
+
+    async with serving(Server(**{"tools/call": held}), config=limited(max_in_flight=1)) as session:
+        await session.send(request(1, "tools/call", name="slow"))
+        await session.send(request(2, "tools/call", name="queued"))
+        await session.send(notification("notifications/cancelled", requestId=2))
+        while not session.upstream.posts("notifications/cancelled"):
+            await session.upstream.changed.wait()
+        release.set()
+        first = await session.receive()
+        await session.send(request(3, "ping"))
+        after = await session.receive()
+    assert first == result(1, "done")
+    assert after["id"] == 3  # request 2 got no answer: the client cancelled it
+    assert [p.document["params"]["name"] for p in session.upstream.posts("tools/call")] == ["slow"]
+
+
+async def test_a_line_over_max_message_bytes_is_refused_and_the_next_one_served() -> None:
+    async with serving(Server(), config=limited(max_message_bytes=1024)) as session:
+        big = request(1, "tools/call", name="x", arguments={"blob": "a" * 2000})
+        refused = await session.call(big)
+        served = await session.call(request(2, "ping"))
+    assert refused["error"]["code"] == -32600
+    assert "larger than this proxy accepts" in refused["error"]["message"]
+    assert served["id"] == 2
+    assert len(session.upstream.posts()) == 1
+
+
+async def test_an_upstream_message_over_max_message_bytes_names_the_setting() -> None:
+    async def huge(exchange: Exchange) -> FakeReply:
+        body = json.dumps(result(exchange.document["id"], "b" * 4096)).encode()
+        return FakeReply(200, {"content-type": "text/event-stream"}, [b"data: " + body + b"\n\n"])
+
+    config = limited(max_message_bytes=1024)
+    async with serving(Server(**{"resources/read": huge}), config=config) as session:
+        answer = await session.call(request(1, "resources/read", uri="file:///big"))
+    assert "larger than 1024 bytes" in answer["error"]["message"]
+    assert "UPSTREAM_MAX_MESSAGE_BYTES" in answer["error"]["message"]
+
+
+async def test_a_slow_stdout_reader_holds_the_upstream_back() -> None:
+    """While nobody reads stdout, the proxy reads no further from the upstream's stream than
+    the one message it is trying to write: the server (over TCP) is held back, not buffered."""
+    pulled: list[int] = []
+
+    async def notifications() -> AsyncIterator[bytes]:
+        for n in range(1000):
+            pulled.append(n)
+            message = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"n": n}}
+            yield f"data: {json.dumps(message)}\n\n".encode()
+
+    class Flood(FakeReply):
+        def chunks(self) -> AsyncIterator[bytes]:
+            return notifications()
+
+    async def flood(exchange: Exchange) -> FakeReply:
+        return Flood(200, {"content-type": "text/event-stream"})
+
+    upstream = FakeUpstream(Server(**{"tools/call": flood}))
+    endpoint = FakeTokenEndpoint(token_reply("token-1"))
+    stdin_send, stdin_receive = anyio.create_memory_object_stream[bytes](10)
+    # No buffer at all: each write waits for the reader, like a full pipe.
+    stdout_send, stdout_receive = anyio.create_memory_object_stream[bytes](0)
+    with anyio.fail_after(10):
+        async with (
+            stdin_send,
+            stdin_receive,
+            stdout_send,
+            stdout_receive,
+            Proxy(CONFIG, token_endpoint=endpoint, upstream=upstream) as proxy,
+            anyio.create_task_group() as tasks,
+        ):
+            tasks.start_soon(
+                proxy.serve, MemoryByteReceive(stdin_receive), MemoryByteSend(stdout_send)
+            )
+            await stdin_send.send(json.dumps(request(1, "tools/call", name="x")).encode() + b"\n")
+            first = json.loads(await stdout_receive.receive())
+            for _ in range(5):  # let the proxy run as far as it can without a reader
+                await anyio.wait_all_tasks_blocked()
+            pulled_while_stalled = len(pulled)
+            rest = [json.loads(await stdout_receive.receive()) for _ in range(3)]
+            proxy.stop()
+            tasks.cancel_scope.cancel()
+    assert first["params"] == {"n": 0}
+    assert [m["params"]["n"] for m in rest] == [1, 2, 3]
+    assert pulled_while_stalled <= 3
