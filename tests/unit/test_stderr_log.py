@@ -4,10 +4,13 @@ package logger before any handler sees a record."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mcp_oauth2_proxy.adapters.stderr_log import (
     TRACE,
@@ -17,7 +20,7 @@ from mcp_oauth2_proxy.adapters.stderr_log import (
     notice_logger,
     package_logger,
 )
-from mcp_oauth2_proxy.domain.redaction import Redactor
+from mcp_oauth2_proxy.domain.redaction import MIN_SECRET_LENGTH, Redactor
 
 
 @pytest.fixture
@@ -116,3 +119,31 @@ def test_notices_show_whatever_the_level_and_are_redacted(stream: io.StringIO) -
     text = stream.getvalue()
     assert "open https://idp.example/authorize ***" in text
     assert "ordinary" not in text
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    secret=st.text(min_size=MIN_SECRET_LENGTH, max_size=30).filter(lambda s: s.strip() == s),
+    before=st.text(max_size=30),
+    after=st.text(max_size=30),
+)
+def test_no_registered_secret_survives_into_a_log_line_whatever_surrounds_it(
+    stream: io.StringIO, secret: str, before: str, after: str
+) -> None:
+    """Through the real formatter: logfmt quoting and escaping must not let a secret out in
+    the message, an argument or a field, nor in their escaped spellings."""
+    stream.seek(0)
+    stream.truncate()
+    log_to_stderr("debug", stream)
+    redactor = Redactor()
+    redactor.register(secret)
+    redacting = attach_redaction(redactor)
+    try:
+        text = before + secret + after
+        package_logger().warning(text.replace("%", "%%") + " %s", text, extra={"field": text})
+    finally:
+        detach_redaction(redacting)
+    line = stream.getvalue()
+    assert line.count("\n") == 1  # one record, one line
+    for spelling in (secret, json.dumps(secret)[1:-1]):
+        assert spelling not in line
