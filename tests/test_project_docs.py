@@ -61,3 +61,16 @@ def test_ci_runs_the_readmes_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     assert ci_command in readme.split("```")[1]
     assert "pytest" in ci_command
+
+
+def test_every_test_named_in_the_reliability_page_exists() -> None:
+    """docs/reliability.md backs each fault with a test by name; a renamed or deleted test
+    must not leave a row that promises what nothing checks."""
+    names = set(re.findall(r"`(test_[a-z0-9_]+)`", (ROOT / "docs" / "reliability.md").read_text()))
+    defined = {
+        match
+        for path in (ROOT / "tests").rglob("test_*.py")
+        for match in re.findall(r"^(?:async )?def (test_[a-z0-9_]+)", path.read_text(), re.M)
+    }
+    assert names, "the page names no tests"
+    assert sorted(names - defined) == []
