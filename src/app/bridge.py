@@ -876,6 +876,8 @@ class Bridge:
             return
         if pending is not None:
             pending.answered = True
+        # Whatever the text quotes (an IdP's or a server's error page) may hold a credential.
+        text = self._redactor.redact(text)
         log.warning(
             "answering a request with an error",
             extra={"method": message.method, "code": code, "reason": text},

@@ -13,6 +13,7 @@ from ..domain.redaction import Redactor
 from ..domain.token_exchange import (
     TokenRequest,
     TokenRequestBuilder,
+    naming_the_wait,
     parse_token_reply,
     refuses_resource,
     transient_delay,
@@ -75,10 +76,14 @@ class TokenClient:
                     continue
                 delay = transient_delay(error, reply, attempt, now=self._clock.now())
                 if delay is None:
-                    raise
+                    raise naming_the_wait(error, reply, now=self._clock.now()) from None
                 log.warning(
-                    "the IdP is temporarily unavailable; asking again",
-                    extra={"status": reply.status, "in_s": f"{delay:g}"},
+                    "the IdP refused for now; asking again",
+                    extra={
+                        "status": reply.status,
+                        "error": error.error or "none",
+                        "in_s": f"{delay:g}",
+                    },
                 )
                 await self._sleep(delay)
                 attempt += 1

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .config import AuthStyle, OAuth2Config
 from .errors import TokenEndpointError
+from .redaction import Redactor
 from .retry_after import MAX_RETRY_WAIT_SECONDS, retry_after_seconds
 from .token_lifecycle import AccessToken, IssuedTokens, normalise_token_type, renew_at
 
@@ -226,7 +227,11 @@ def _error(
 ) -> TokenEndpointError:
     hint = _hint(request.grant, code, reply.status)
     message = f"token request ({request.grant}) to {request.url} failed: the IdP {what}. {hint}"
-    return TokenEndpointError(message, status=reply.status, error=code)
+    # An error page may quote the request back (a gateway, a WAF): the message goes to the
+    # MCP client and to library callers, so the request's own secrets are masked here.
+    masking = Redactor()
+    masking.register(*request.secret_values())
+    return TokenEndpointError(masking.redact(message), status=reply.status, error=code)
 
 
 _HINTS = {
@@ -242,6 +247,7 @@ _HINTS = {
     "invalid_request": "Check oauth2.extraParams / OAUTH2_EXTRA_PARAMS, oauth2.audience / "
     "OAUTH2_AUDIENCE and oauth2.resource / OAUTH2_RESOURCE.",
     "access_denied": "The IdP denied access: check the client's and the user's permissions.",
+    "slow_down": "The IdP asks this client to slow down; try again in a little while.",
 }
 _INVALID_GRANT_HINTS = {
     "refresh_token": "The refresh token is expired or revoked: log in again (`mcp-oauth2-proxy "
@@ -259,6 +265,11 @@ def _hint(grant: str, code: str | None, status: int) -> str:
         return _INVALID_GRANT_HINTS.get(grant, "Check the grant's credentials.")
     if code in _HINTS:
         return _HINTS[code]
+    if status in (502, 504) and code is None:
+        return (
+            "A gateway or proxy between here and the IdP could not reach it; try again "
+            "shortly, and check HTTPS_PROXY / NO_PROXY if it persists."
+        )
     if code == "temporarily_unavailable" or status >= 500 or status == 429:
         return "The IdP is having trouble; try again shortly."
     if code is None and status < 500:
@@ -303,6 +314,22 @@ def transient_delay(
     if slow_down:
         delay = max(delay, SLOW_DOWN_SECONDS * (attempt + 1))
     return delay if delay <= MAX_RETRY_WAIT_SECONDS else None
+
+
+def naming_the_wait(
+    error: TokenEndpointError, reply: TokenReply, *, now: float
+) -> TokenEndpointError:
+    """`error`, saying so when the IdP asked for a wait longer than a request is held: the
+    user then knows when trying again makes sense."""
+    asked = retry_after_seconds(reply.retry_after, now)
+    if asked is None or asked <= MAX_RETRY_WAIT_SECONDS:
+        return error
+    return TokenEndpointError(
+        f"{error} The IdP asked to wait {asked:.0f} s (Retry-After), longer than the proxy "
+        f"holds a request ({MAX_RETRY_WAIT_SECONDS:.0f} s).",
+        status=error.status,
+        error=error.error,
+    )
 
 
 # Microsoft Entra ID refuses RFC 8707 `resource` next to v2 scopes with this code.

@@ -201,3 +201,17 @@ def test_idp_text_is_flattened_and_bounded() -> None:
     assert "\n" not in message
     assert "\x1b" not in message
     assert len(message) < 1000
+
+
+def test_an_error_page_quoting_the_request_does_not_put_its_secrets_in_the_error() -> None:
+    request = builder(
+        client_secret=SecretStr("s3cr3t-value!"), auth_style="header"
+    ).client_credentials()
+    page = b"<p>blocked: client_secret=s3cr3t-value%21 auth=" + request.headers[0][1].encode()
+    reply = TokenReply(status=403, content_type="text/html", body=page)
+    with pytest.raises(TokenEndpointError) as caught:
+        parse_token_reply(request, reply, now=0.0, refresh_skew=30)
+    message = str(caught.value)
+    assert "s3cr3t-value" not in message
+    assert request.headers[0][1].split()[-1] not in message
+    assert "blocked" in message
