@@ -47,7 +47,7 @@ from ..domain.jsonrpc import (
 from ..domain.line_framing import Oversized
 from ..domain.ports import ClientChannel, UpstreamReply, UpstreamTransport
 from ..domain.redaction import Redactor
-from ..domain.retry_after import retry_after_seconds
+from ..domain.retry_after import MAX_RETRY_WAIT_SECONDS, retry_after_seconds
 from ..domain.retry_policy import PERSISTENT_401_ADVICE, Next, RetryOn401, step_up_scope
 from ..domain.sse import OversizedEvent, SseDecoder, SseEvent
 from ..domain.tool_headers import HeaderParam, InvalidAnnotation, header_params, param_headers
@@ -68,11 +68,14 @@ log = package_logger()
 ERROR_BODY_BYTES = 2048
 SHOWN_BODY_CHARS = 300
 SHUTDOWN_GRACE_SECONDS = 1.5
+# How long an answer may wait for the client to read it once it is due (see `_answer`).
+ANSWER_WRITE_SECONDS = 30.0
 RESUME_ATTEMPTS = 5
 DELETE_TIMEOUT_SECONDS = 2.0
 # Requests that legitimately stay open as long as the client wants (2026-07-28
 # subscriptions/listen): the upstream timeout does not cut them.
 LONG_LIVED_METHODS = frozenset({"subscriptions/listen"})
+UNQUEUED_METHODS = LONG_LIVED_METHODS | {"ping"}
 TOOLS_LIST = "tools/list"
 BATCH_VERSION = "2025-03-26"
 TOOLS_CALL = "tools/call"
@@ -230,7 +233,7 @@ class Bridge:
                 # Each member travels on its own, through the same path as any message (its
                 # own POST, 401 handling and errors), and is answered on its own line.
                 for member in parsed.messages:
-                    self._dispatch(member)
+                    await self._dispatch(member)
                 await self._admit()
                 continue
             if isinstance(parsed, Invalid):
@@ -239,7 +242,7 @@ class Bridge:
                 )
                 await self._send(parsed.reply)
                 continue
-            self._dispatch(parsed)
+            await self._dispatch(parsed)
             await self._admit()
         log.debug("the client's input ended")
 
@@ -250,11 +253,23 @@ class Bridge:
             self._room = anyio.Event()
             await self._room.wait()
 
-    def _dispatch(self, message: Message) -> None:
+    async def _dispatch(self, message: Message) -> None:
         """Start the message's task now; only the barrier it must wait for is decided here,
         in reading order."""
         assert self._tasks is not None
         if message.method == CANCELLED and self._cancel(message):
+            return
+        if message.kind is Kind.REQUEST and message.id in self._inflight:
+            # Its answer could not be told from the first one's (MCP: ids are never reused
+            # within a session); the first request goes on.
+            log.warning("refused a request whose id is already in flight")
+            await self._send(
+                error_line(
+                    message.id,
+                    INVALID_REQUEST,
+                    "Invalid Request: a request with this id is still in flight; use a new id",
+                )
+            )
             return
         gate = self._barrier
         done: anyio.Event | None = None
@@ -692,6 +707,7 @@ class Bridge:
                 "resuming an interrupted response stream",
                 extra={"method": message.method, "last_event_id": stream.last_event_id},
             )
+            stream = delivery.stream = stream.reconnected()
             with anyio.fail_after(limit):
                 async with self._upstream.exchange("GET", headers) as reply:
                     content_type = reply.headers.get("content-type", "").split(";")[0].strip()
@@ -726,6 +742,10 @@ class Bridge:
             delivery.garbled = self._redactor.redact(_shown(body))
             return
         delivery.forwarded += len(sent)
+        pending = self._inflight.get(request.id) if request.kind is Kind.REQUEST else None
+        if pending is not None and pending.answered:
+            # Answered on another stream (or this one repeats itself): nothing more to wait for.
+            delivery.answered = True
         for message in sent:
             if answers_request(message):
                 delivery.answered = True
@@ -788,26 +808,40 @@ class Bridge:
                 extra={"data": self._redactor.redact(_shown(data))},
             )
             return None
-        sent: list[Message] = []
-        for message in messages:
-            if message.kind is Kind.RESPONSE and not self._claim(message.id):
-                log.warning(
-                    "dropped an upstream response to no request waiting for one",
-                    extra={"id": json.dumps(message.id)},
-                )
-                continue
-            if screen is not None:
-                message = screen(message)
-            await self._send(message.raw)
-            sent.append(message)
-        return sent
+        if screen is not None:
+            messages = [screen(message) for message in messages]
+        return [message for message in messages if await self._pass_on(message)]
 
-    def _claim(self, request_id: JsonId) -> bool:
-        """Whether the request may be answered now; from here on it counts as answered."""
+    async def _pass_on(self, message: Message) -> bool:
+        """Write one upstream message to the client; False when it was dropped."""
+        if message.kind is not Kind.RESPONSE:
+            await self._send(message.raw)
+            return True
+        if not await self._answer(message.id, message.raw):
+            log.warning(
+                "dropped an upstream response to no request waiting for one",
+                extra={"id": json.dumps(message.id)},
+            )
+            return False
+        return True
+
+    async def _answer(self, request_id: JsonId, line: bytes) -> bool:
+        """Write the one answer to a request still waiting for it; False when it is not.
+
+        From the claim on, the request counts as answered, so the write is shielded: a
+        timeout or shutdown cancelling it would otherwise leave the request with no answer
+        at all. It is bounded, for a client that never reads again."""
         pending = self._inflight.get(request_id) if _hashable(request_id) else None
         if pending is None or pending.answered or pending.cancelled:
             return False
         pending.answered = True
+        with anyio.move_on_after(ANSWER_WRITE_SECONDS, shield=True) as writing:
+            await self._send(line)
+        if writing.cancelled_caught:
+            log.warning(
+                "the MCP client read no answer for a while; one was not delivered",
+                extra={"id": json.dumps(request_id), "waited_s": ANSWER_WRITE_SECONDS},
+            )
         return True
 
     async def _relay_error(self, delivery: _Delivery, reply: UpstreamReply) -> None:
@@ -832,8 +866,7 @@ class Bridge:
         if answers:
             # The server answered in JSON-RPC terms: its own error is the best explanation.
             delivery.answered = True
-            if self._claim(message.id):
-                await self._send(self._scrub(answers[0].raw, message.id))
+            await self._answer(message.id, self._scrub(answers[0].raw, message.id))
             return
         shown = self._redactor.redact(_shown(body))
         await self._fail(
@@ -872,17 +905,15 @@ class Bridge:
             )
             return
         pending = self._inflight.get(message.id)
-        if pending is not None and (pending.cancelled or pending.answered):
+        if pending is None or pending.cancelled or pending.answered:
             return
-        if pending is not None:
-            pending.answered = True
         # Whatever the text quotes (an IdP's or a server's error page) may hold a credential.
         text = self._redactor.redact(text)
         log.warning(
             "answering a request with an error",
             extra={"method": message.method, "code": code, "reason": text},
         )
-        await self._send(error_line(message.id, code, text, data))
+        await self._answer(message.id, error_line(message.id, code, text, data))
 
     async def _send(self, line: bytes) -> None:
         log.log(TRACE, "to client", extra={"bytes": len(line)})
@@ -936,20 +967,11 @@ class Bridge:
             if self._legacy is None:
                 assert self._tasks is not None
                 legacy = LegacySse(
-                    self._upstream, self._tokens, self._config.url, self._from_legacy
+                    self._upstream, self._tokens, self._config.url, self._pass_on, self._max_bytes
                 )
                 await legacy.open(self._tasks)
                 self._legacy = legacy
             return self._legacy
-
-    async def _from_legacy(self, message: Message) -> None:
-        if message.kind is Kind.RESPONSE and not self._claim(message.id):
-            log.warning(
-                "dropped an upstream response to no request waiting for one",
-                extra={"id": json.dumps(message.id)},
-            )
-            return
-        await self._send(message.raw)
 
     def _start_server_stream(self) -> None:
         if self._stream_started or not self._config.open_server_stream or self._tasks is None:
@@ -970,6 +992,8 @@ class Bridge:
                 # A new session: the old stream's event ids mean nothing to it.
                 decoder, session_renewed = SseDecoder(self._max_bytes), False
                 stream_session = self._state.session_id
+            else:
+                decoder = decoder.reconnected()
             token = await self._tokens.token()
             headers = {
                 **self._state.stream_headers(decoder.last_event_id),
@@ -1104,14 +1128,16 @@ def _rate_limited(retry_after: str | None, shown: str, attempts: int) -> str:
     return (
         f"upstream answered HTTP 429 Too Many Requests{asked}: it limits how often this "
         f"client may call it, and the proxy sends a message at most {attempts} times and "
-        f"waits at most 30 s in between; try again later. The server said: {shown or 'nothing'}"
+        f"waits at most {MAX_RETRY_WAIT_SECONDS:g} s in between; try again later. The server "
+        f"said: {shown or 'nothing'}"
     )
 
 
 def _needs_slot(message: Message) -> bool:
-    """Requests count against upstream.maxInFlight; a subscription that stays open as long as
-    the client wants would hold its slot for good, so it does not."""
-    return message.kind is Kind.REQUEST and message.method not in LONG_LIVED_METHODS
+    """Requests count against upstream.maxInFlight. A subscription that stays open as long as
+    the client wants would hold its slot for good, and a ping is a client's keep-alive, which
+    must not wait behind long calls: those do not count."""
+    return message.kind is Kind.REQUEST and message.method not in UNQUEUED_METHODS
 
 
 def _set_event() -> anyio.Event:

@@ -37,12 +37,14 @@ class LegacySse:
         upstream: UpstreamTransport,
         tokens: TokenManager,
         upstream_url: str,
-        to_client: Callable[[Message], Awaitable[None]],
+        to_client: Callable[[Message], Awaitable[object]],
+        max_event_bytes: int,
     ) -> None:
         self._upstream = upstream
         self._tokens = tokens
         self._upstream_url = upstream_url
         self._to_client = to_client
+        self._max_event_bytes = max_event_bytes
         self._ready = anyio.Event()
         self._ended = anyio.Event()
         self._waiting: dict[JsonId, anyio.Event] = {}
@@ -95,7 +97,7 @@ class LegacySse:
             await self._read_stream()
 
     async def _read_stream(self) -> None:
-        decoder = SseDecoder()
+        decoder = SseDecoder(self._max_event_bytes)
         try:
             # Shielded: a login or a refresh cut short could lose a rotated refresh token.
             with anyio.CancelScope(shield=True):
@@ -113,6 +115,15 @@ class LegacySse:
                     for event in decoder.feed(chunk):
                         if isinstance(event, SseEvent):
                             await self._on_event(event)
+                        else:
+                            log.warning(
+                                "dropped an upstream event larger than the limit",
+                                extra={
+                                    "limit_bytes": event.limit,
+                                    "setting": "upstream.maxMessageBytes / "
+                                    "UPSTREAM_MAX_MESSAGE_BYTES",
+                                },
+                            )
         except (UpstreamError, OAuthError) as error:
             self.failure = str(error)
         except ClientGone:

@@ -55,6 +55,15 @@ class SseDecoder:
         self.last_event_id: str | None = None
         self.retry_ms: int | None = None
 
+    def reconnected(self) -> SseDecoder:
+        """A decoder for the stream's next connection. What was half-received when the
+        connection broke is gone (it would run into the first line of the new one); the last
+        event id and the server's retry delay carry over, as for an EventSource."""
+        fresh = SseDecoder(self._max)
+        fresh._id_buffer = fresh.last_event_id = self.last_event_id
+        fresh.retry_ms = self.retry_ms
+        return fresh
+
     def feed(self, chunk: bytes) -> list[SseEvent | OversizedEvent]:
         if not self._started:
             # A byte-order mark may arrive split over chunks: hold the first bytes until it

@@ -155,3 +155,37 @@ async def test_a_slow_stdout_reader_holds_the_upstream_back() -> None:
     assert first["params"] == {"n": 0}
     assert [m["params"]["n"] for m in rest] == [1, 2, 3]
     assert pulled_while_stalled <= 3
+
+
+async def test_an_answer_waiting_for_a_slow_reader_is_not_lost_to_the_timeout() -> None:
+    """A response already taken from the upstream is written even when the client reads it
+    only after upstream.timeoutMs: the timeout must not cancel the write and leave the
+    request with no answer at all."""
+    upstream = FakeUpstream(Server())
+    endpoint = FakeTokenEndpoint(token_reply("token-1"))
+    stdin_send, stdin_receive = anyio.create_memory_object_stream[bytes](10)
+    stdout_send, stdout_receive = anyio.create_memory_object_stream[bytes](0)
+    config = limited(timeout_ms=200)
+    with anyio.fail_after(10):
+        async with (
+            stdin_send,
+            stdin_receive,
+            stdout_send,
+            stdout_receive,
+            Proxy(config, token_endpoint=endpoint, upstream=upstream) as proxy,
+            anyio.create_task_group() as tasks,
+        ):
+            tasks.start_soon(
+                proxy.serve, MemoryByteReceive(stdin_receive), MemoryByteSend(stdout_send)
+            )
+            for n in (1, 2):
+                line = json.dumps(request(n, "tools/call", name="x")).encode() + b"\n"
+                await stdin_send.send(line)
+            while len(upstream.posts()) < 2:
+                await upstream.changed.wait()
+            await anyio.sleep(0.5)  # the client reads nothing for longer than the timeout
+            answers = [json.loads(await stdout_receive.receive()) for _ in range(2)]
+            proxy.stop()
+            tasks.cancel_scope.cancel()
+    assert sorted(a["id"] for a in answers) == [1, 2]
+    assert all("result" in a for a in answers)

@@ -498,3 +498,18 @@ def test_crlf_lf_and_cr_variants_of_a_stream_yield_the_same_events(
             assert run([b"".join(line + ending for line in lines)], limit) == expected
         mixed_stream = b"".join(line + end for line, end in zip(lines, mixed, strict=True))
         assert run([mixed_stream], limit) == expected
+
+
+@pytest.mark.parametrize("received", range(1, len(RESUMED)))
+def test_a_reconnected_decoder_drops_the_broken_half_and_keeps_id_and_retry(
+    received: int,
+) -> None:
+    """The half-received event of the broken connection must not run into the first line of
+    the resumed one (which sends that event again in full)."""
+    decoder = SseDecoder()
+    decoder.feed(b"retry: 250\nid: 1\ndata: a\n\n" + RESUMED[:received])
+    resumed = decoder.reconnected()
+    assert (resumed.last_event_id, resumed.retry_ms) == ("1", 250)
+    assert resumed.feed(RESUMED) == [SseEvent(b"b\nc", "e", "2")]
+    # An event without an id of its own keeps the last one, as on the first connection.
+    assert resumed.feed(b"data: d\n\n") == [SseEvent(b"d", id="2")]

@@ -16,7 +16,7 @@ from anyio.abc import SocketStream
 from mcp_oauth2_proxy.domain.errors import UpstreamError, UpstreamUnreachableError
 
 from ..fakes import Exchange, FakeReply, json_response
-from .test_bridge import Server, request, result, serving
+from .test_bridge import Server, request, result, serving, wait_for_exchanges
 from .test_http_upstream import answers, config, loopback
 
 pytestmark = pytest.mark.anyio
@@ -323,4 +323,51 @@ async def test_a_broken_connection_before_any_answer_is_an_error_for_a_tool_call
     async with serving(Server(**{"tools/call": breaks})) as session:
         answer = await session.call(CALL)
     assert answer["error"]["message"].startswith("the connection to the upstream failed")
+    assert len(session.upstream.posts("tools/call")) == 1
+
+
+async def test_a_stream_broken_mid_event_is_resumed_without_the_broken_half() -> None:
+    """The resumed stream sends the cut-off event again in full; the half that arrived before
+    the break must not be glued to it (that would garble the response)."""
+    half = b'id: e1\nretry: 0\ndata: \n\nid: e2\ndata: {"jsonrpc":"2.0","id":1,'
+
+    async def cut_off(exchange: Exchange) -> FakeReply:
+        return FakeReply(
+            200,
+            {"content-type": "text/event-stream"},
+            [half],
+            fail_after_chunks=UpstreamError("the upstream connection broke mid-response: reset"),
+        )
+
+    server = Server(**{"tools/call": cut_off})
+
+    async def handler(exchange: Exchange) -> FakeReply:
+        if exchange.method == "GET" and exchange.headers.get("Last-Event-ID") == "e1":
+            again = f"id: e2\ndata: {json.dumps(result(1, 'whole'))}\n\n".encode()
+            return FakeReply(200, {"content-type": "text/event-stream"}, [again])
+        return await server(exchange)
+
+    async with serving(handler) as session:
+        await session.start()
+        answer = await session.call(CALL)
+    assert answer == result(1, "whole")
+    assert len(session.upstream.posts("tools/call")) == 1
+
+
+async def test_a_request_reusing_an_id_in_flight_is_refused_and_the_first_goes_on() -> None:
+    release = anyio.Event()
+
+    async def held(exchange: Exchange) -> FakeReply:
+        await release.wait()
+        return json_response(result(exchange.document["id"], "first"))
+
+    async with serving(Server(**{"tools/call": held})) as session:
+        await session.send(CALL)
+        await wait_for_exchanges(session.upstream, 1)
+        refused = await session.call({**CALL, "params": {"name": "other"}})
+        release.set()
+        answer = await session.receive()
+    assert refused["error"]["code"] == -32600
+    assert "still in flight" in refused["error"]["message"]
+    assert answer == result(1, "first")
     assert len(session.upstream.posts("tools/call")) == 1

@@ -68,4 +68,5 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after_seconds(later, now) == 9.0
     assert retry_after_seconds(earlier, now) == 0.0
     assert retry_after_seconds("soon", now) is None
+    assert retry_after_seconds("²", now) is None  # a digit to str.isdigit, not to float()
     assert retry_after_seconds(None, now) is None
