@@ -686,9 +686,17 @@ class Bridge:
     async def _resume(self, delivery: _Delivery, stream: SseDecoder, limit: float) -> None:
         """A request's event stream ended before its response: resume it with GET and
         Last-Event-ID after the server's `retry:` delay (2025 wire, transports §Resumability
-        and Redelivery). The 2026-07-28 wire has no resumption; a server that does not resume
-        leaves the request to be answered with an error."""
+        and Redelivery). A refused connection (a server restarting) or an expired token is
+        one more attempt; a server that does not resume leaves the request to be answered
+        with an error. The 2026-07-28 wire has no resumption.
+
+        Raises:
+            UpstreamError: the last attempt found no connection; the message says the
+                request may have run, so that nobody sends it again on the proxy's word.
+        """
         message = delivery.message
+        renewed = False
+        failure: str | None = None
         for attempt in range(RESUME_ATTEMPTS):
             if delivery.answered or stream.last_event_id is None or modern_version(message):
                 return
@@ -708,16 +716,33 @@ class Bridge:
                 extra={"method": message.method, "last_event_id": stream.last_event_id},
             )
             stream = delivery.stream = stream.reconnected()
-            with anyio.fail_after(limit):
-                async with self._upstream.exchange("GET", headers) as reply:
-                    content_type = reply.headers.get("content-type", "").split(";")[0].strip()
-                    if reply.status != 200 or content_type != EVENT_STREAM:
-                        log.warning(
-                            "the upstream did not resume the response stream",
-                            extra={"status": reply.status},
-                        )
-                        return
-                    await self._relay_events(delivery, reply)
+            failure = None
+            try:
+                with anyio.fail_after(limit):
+                    async with self._upstream.exchange("GET", headers) as reply:
+                        if reply.status == 401 and not renewed:
+                            self._tokens.invalidate(token)
+                            renewed = True
+                            continue
+                        content_type = reply.headers.get("content-type", "")
+                        if (
+                            reply.status != 200
+                            or content_type.split(";")[0].strip() != EVENT_STREAM
+                        ):
+                            log.warning(
+                                "the upstream did not resume the response stream",
+                                extra={"status": reply.status},
+                            )
+                            return
+                        await self._relay_events(delivery, reply)
+            except UpstreamError as error:
+                failure = str(error)
+                log.info("could not resume the response stream yet", extra={"reason": failure})
+        if failure is not None and not delivery.answered:
+            raise UpstreamError(
+                f"the response stream broke off and could not be resumed ({failure}); the "
+                "server may have run the request"
+            )
 
     async def _forward_body(self, delivery: _Delivery, body: bytes) -> None:
         request = delivery.message

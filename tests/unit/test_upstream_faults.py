@@ -371,3 +371,56 @@ async def test_a_request_reusing_an_id_in_flight_is_refused_and_the_first_goes_o
     assert "still in flight" in refused["error"]["message"]
     assert answer == result(1, "first")
     assert len(session.upstream.posts("tools/call")) == 1
+
+
+async def primed_then_broken(exchange: Exchange) -> FakeReply:
+    return FakeReply(
+        200,
+        {"content-type": "text/event-stream"},
+        [b"id: e1\nretry: 0\ndata: \n\n"],
+        fail_after_chunks=UpstreamError("the upstream connection broke mid-response: reset"),
+    )
+
+
+async def test_a_resume_that_meets_a_restart_or_an_expired_token_tries_again() -> None:
+    """The call ran; its stream broke. The resume GET is refused once (the server is
+    restarting) and then rejected once (the token expired meanwhile): both are worth another
+    attempt, and the client gets the result the server kept."""
+    gets: list[str] = []
+
+    server = Server(**{"tools/call": primed_then_broken})
+
+    async def handler(exchange: Exchange) -> FakeReply:
+        if exchange.method == "GET" and "Last-Event-ID" in exchange.headers:
+            gets.append(exchange.headers["Authorization"])
+            if len(gets) == 1:
+                raise UpstreamUnreachableError("could not reach the upstream: refused")
+            if len(gets) == 2:
+                return FakeReply(401)
+            again = f"id: e2\ndata: {json.dumps(result(1, 'kept'))}\n\n".encode()
+            return FakeReply(200, {"content-type": "text/event-stream"}, [again])
+        return await server(exchange)
+
+    async with serving(handler) as session:
+        await session.start()
+        answer = await session.call(CALL)
+    assert answer == result(1, "kept")
+    assert gets == ["Bearer token-1", "Bearer token-1", "Bearer token-2"]
+    assert len(session.upstream.posts("tools/call")) == 1
+
+
+async def test_a_resume_that_never_connects_says_the_call_may_have_run() -> None:
+    server = Server(**{"tools/call": primed_then_broken})
+
+    async def handler(exchange: Exchange) -> FakeReply:
+        if exchange.method == "GET" and "Last-Event-ID" in exchange.headers:
+            raise UpstreamUnreachableError("could not reach the upstream: refused")
+        return await server(exchange)
+
+    async with serving(handler) as session:
+        await session.start()
+        answer = await session.call(CALL)
+    message = answer["error"]["message"]
+    assert message.startswith("the response stream broke off and could not be resumed (")
+    assert message.endswith("the server may have run the request")
+    assert len(session.upstream.posts("tools/call")) == 1
