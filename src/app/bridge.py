@@ -705,6 +705,9 @@ class Bridge:
                 if stream.retry_ms is not None
                 else self._backoff.delay(attempt, self._draw())
             )
+            if failure is not None:
+                # A server coming back from a restart needs more than its usual `retry:`.
+                delay = max(delay, self._backoff.base_seconds * 2**attempt)
             await anyio.sleep(delay)
             token = await self._tokens.token()
             headers = {

@@ -13,6 +13,7 @@ import anyio
 import pytest
 from anyio.abc import SocketStream
 
+from mcp_oauth2_proxy.domain.backoff import Backoff
 from mcp_oauth2_proxy.domain.errors import UpstreamError, UpstreamUnreachableError
 
 from ..fakes import Exchange, FakeReply, json_response
@@ -417,7 +418,7 @@ async def test_a_resume_that_never_connects_says_the_call_may_have_run() -> None
             raise UpstreamUnreachableError("could not reach the upstream: refused")
         return await server(exchange)
 
-    async with serving(handler) as session:
+    async with serving(handler, backoff=Backoff(base_seconds=0.01)) as session:
         await session.start()
         answer = await session.call(CALL)
     message = answer["error"]["message"]
