@@ -11,18 +11,13 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_oauth2_proxy import Proxy, ProxyConfig
+from mcp_oauth2_proxy import ProxyConfig
 
 from ..fakes import (
     Exchange,
     FakeReply,
-    FakeTokenEndpoint,
-    FakeUpstream,
-    MemoryByteReceive,
-    MemoryByteSend,
-    token_reply,
 )
-from .test_bridge import CONFIG, Server, notification, request, result, serving
+from .test_bridge import CONFIG, Server, notification, request, result, serving, wait_for_exchanges
 
 pytestmark = pytest.mark.anyio
 
@@ -127,31 +122,14 @@ async def test_a_slow_stdout_reader_holds_the_upstream_back() -> None:
     async def flood(exchange: Exchange) -> FakeReply:
         return Flood(200, {"content-type": "text/event-stream"})
 
-    upstream = FakeUpstream(Server(**{"tools/call": flood}))
-    endpoint = FakeTokenEndpoint(token_reply("token-1"))
-    stdin_send, stdin_receive = anyio.create_memory_object_stream[bytes](10)
-    # No buffer at all: each write waits for the reader, like a full pipe.
-    stdout_send, stdout_receive = anyio.create_memory_object_stream[bytes](0)
-    with anyio.fail_after(10):
-        async with (
-            stdin_send,
-            stdin_receive,
-            stdout_send,
-            stdout_receive,
-            Proxy(CONFIG, token_endpoint=endpoint, upstream=upstream) as proxy,
-            anyio.create_task_group() as tasks,
-        ):
-            tasks.start_soon(
-                proxy.serve, MemoryByteReceive(stdin_receive), MemoryByteSend(stdout_send)
-            )
-            await stdin_send.send(json.dumps(request(1, "tools/call", name="x")).encode() + b"\n")
-            first = json.loads(await stdout_receive.receive())
-            for _ in range(5):  # let the proxy run as far as it can without a reader
-                await anyio.wait_all_tasks_blocked()
-            pulled_while_stalled = len(pulled)
-            rest = [json.loads(await stdout_receive.receive()) for _ in range(3)]
-            proxy.stop()
-            tasks.cancel_scope.cancel()
+    async with serving(Server(**{"tools/call": flood}), stdout_buffer=0) as session:
+        await session.send(request(1, "tools/call", name="x"))
+        first = await session.receive()
+        for _ in range(5):  # let the proxy run as far as it can without a reader
+            await anyio.wait_all_tasks_blocked()
+        pulled_while_stalled = len(pulled)
+        rest = [await session.receive() for _ in range(3)]
+        await session.send(notification("notifications/cancelled", requestId=1))
     assert first["params"] == {"n": 0}
     assert [m["params"]["n"] for m in rest] == [1, 2, 3]
     assert pulled_while_stalled <= 3
@@ -161,31 +139,11 @@ async def test_an_answer_waiting_for_a_slow_reader_is_not_lost_to_the_timeout() 
     """A response already taken from the upstream is written even when the client reads it
     only after upstream.timeoutMs: the timeout must not cancel the write and leave the
     request with no answer at all."""
-    upstream = FakeUpstream(Server())
-    endpoint = FakeTokenEndpoint(token_reply("token-1"))
-    stdin_send, stdin_receive = anyio.create_memory_object_stream[bytes](10)
-    stdout_send, stdout_receive = anyio.create_memory_object_stream[bytes](0)
-    config = limited(timeout_ms=200)
-    with anyio.fail_after(10):
-        async with (
-            stdin_send,
-            stdin_receive,
-            stdout_send,
-            stdout_receive,
-            Proxy(config, token_endpoint=endpoint, upstream=upstream) as proxy,
-            anyio.create_task_group() as tasks,
-        ):
-            tasks.start_soon(
-                proxy.serve, MemoryByteReceive(stdin_receive), MemoryByteSend(stdout_send)
-            )
-            for n in (1, 2):
-                line = json.dumps(request(n, "tools/call", name="x")).encode() + b"\n"
-                await stdin_send.send(line)
-            while len(upstream.posts()) < 2:
-                await upstream.changed.wait()
-            await anyio.sleep(0.5)  # the client reads nothing for longer than the timeout
-            answers = [json.loads(await stdout_receive.receive()) for _ in range(2)]
-            proxy.stop()
-            tasks.cancel_scope.cancel()
+    async with serving(Server(), config=limited(timeout_ms=200), stdout_buffer=0) as session:
+        for n in (1, 2):
+            await session.send(request(n, "tools/call", name="x"))
+        await wait_for_exchanges(session.upstream, 2)
+        await anyio.sleep(0.5)  # the client reads nothing for longer than the timeout
+        answers = [await session.receive() for _ in range(2)]
     assert sorted(a["id"] for a in answers) == [1, 2]
     assert all("result" in a for a in answers)

@@ -135,11 +135,14 @@ async def serving(
     tokens: int = 3,
     max_line_bytes: int | None = None,
     backoff: Backoff | None = None,
+    stdout_buffer: int = 100,
 ) -> AsyncIterator[Session]:
+    """A proxy serving in-memory stdio; `stdout_buffer=0` makes every write wait for the
+    test to read it, like a pipe nobody drains."""
     upstream = FakeUpstream(handler)
     endpoint = FakeTokenEndpoint(*[token_reply(f"token-{n + 1}") for n in range(tokens)])
     stdin_send, stdin_receive = anyio.create_memory_object_stream[bytes](100)
-    stdout_send, stdout_receive = anyio.create_memory_object_stream[bytes](100)
+    stdout_send, stdout_receive = anyio.create_memory_object_stream[bytes](stdout_buffer)
     proxy = Proxy(config, token_endpoint=endpoint, upstream=upstream)
     if max_line_bytes is not None:
         proxy.container.client_channel.override(
