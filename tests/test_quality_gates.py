@@ -28,8 +28,8 @@ def tool(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     "command",
     [
-        ("ruff", "check", "src", "tests"),
-        ("ruff", "format", "--check", "src", "tests"),
+        ("ruff", "check", "src", "tests", "bench"),
+        ("ruff", "format", "--check", "src", "tests", "bench"),
         ("mypy",),
     ],
     ids=["ruff", "ruff-format", "mypy-strict"],

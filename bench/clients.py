@@ -1,0 +1,208 @@
+"""The two clients the benchmark compares, with one interface: `call(method, params)`.
+
+`DirectClient` is the practical limit: a keep-alive HTTP/1.1 client on raw asyncio streams,
+doing exactly what the proxy does for each message (Bearer token, session and version
+headers, JSON or event-stream answers) with nothing in between. `ProxyClient` is an MCP
+client of the installed command: JSON-RPC lines on its stdin and stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+Document = dict[str, Any]
+PROTOCOL_VERSION = "2025-11-25"
+INITIALIZE_PARAMS: Document = {
+    "protocolVersion": PROTOCOL_VERSION,
+    "capabilities": {},
+    "clientInfo": {"name": "bench", "version": "1"},
+}
+COMMAND = Path(sys.executable).parent / "mcp-oauth2-proxy"
+# Environment variables of the user's shell that would change what the proxy does.
+_INHERITED_PREFIXES = ("UPSTREAM_", "OAUTH2_", "DISCOVERY_", "LOG_", "SECURITY_")
+
+
+class DirectClient:
+    """MCP over streamable HTTP straight to the upstream: one connection per concurrent call,
+    each reused for the next (keep-alive)."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._all: list[asyncio.StreamWriter] = []
+        self._token = ""
+        self._session = ""
+        self._next_id = 0
+
+    async def start(self) -> None:
+        """Get a token and initialize, as the proxy does before its first call."""
+        status, _, body = await self._exchange(
+            "/token",
+            b"grant_type=client_credentials&client_id=bench&client_secret=bench-secret",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert status == 200, body
+        self._token = json.loads(body)["access_token"]
+        status, headers, body = await self._post(_request(0, "initialize", INITIALIZE_PARAMS))
+        assert status == 200, body
+        self._session = headers["mcp-session-id"]
+        await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def call(self, method: str, params: Document) -> Document:
+        self._next_id += 1
+        status, headers, body = await self._post(_request(self._next_id, method, params))
+        if status != 200:
+            raise RuntimeError(f"upstream answered HTTP {status}")
+        return _answer(headers, body)
+
+    async def close(self) -> None:
+        for writer in self._all:
+            writer.close()
+        for writer in self._all:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _post(self, document: Document) -> tuple[int, dict[str, str], bytes]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            "Authorization": f"Bearer {self._token}",
+        }
+        if self._session:
+            headers["Mcp-Session-Id"] = self._session
+            headers["MCP-Protocol-Version"] = PROTOCOL_VERSION
+        return await self._exchange("/mcp", json.dumps(document).encode(), headers)
+
+    async def _exchange(
+        self, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        if self._idle:
+            reader, writer = self._idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
+            self._all.append(writer)
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self._port}\r\n{head}"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        raw = await reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        received = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in lines[1:] if line)
+        }
+        answer = await reader.readexactly(int(received.get("content-length", "0")))
+        self._idle.append((reader, writer))
+        return status, received, answer
+
+
+class ProxyClient:
+    """The installed command, spawned with its configuration in the environment; requests
+    are matched to answers by id, so any number may be in flight."""
+
+    def __init__(self, port: int, cache_dir: Path) -> None:
+        self._port = port
+        self._cache_dir = cache_dir
+        self._process: asyncio.subprocess.Process | None = None
+        self._waiting: dict[int, asyncio.Future[Document]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._next_id = 0
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    async def start(self) -> float:
+        """Spawn the proxy and initialize; return the seconds from spawn to the answer."""
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(_INHERITED_PREFIXES) and not name.lower().endswith("_proxy")
+        }
+        env.update(
+            UPSTREAM_URL=f"http://127.0.0.1:{self._port}/mcp",
+            OAUTH2_GRANT="client_credentials",
+            OAUTH2_TOKEN_URL=f"http://127.0.0.1:{self._port}/token",
+            OAUTH2_CLIENT_ID="bench",
+            OAUTH2_CLIENT_SECRET="bench-secret",  # noqa: S106 - the local upstream's own
+            OAUTH2_TOKEN_CACHE_DIR=str(self._cache_dir),
+            DISCOVERY_ENABLED="false",
+            LOG_LEVEL="warn",
+        )
+        self.started_at = time.perf_counter()
+        self._process = await asyncio.create_subprocess_exec(
+            str(COMMAND),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=env,
+            limit=1 << 24,
+        )
+        self._reader = asyncio.create_task(self._read())
+        answer = await self._exchange(_request(0, "initialize", INITIALIZE_PARAMS))
+        cold_start = time.perf_counter() - self.started_at
+        assert "result" in answer, answer
+        await self._write({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return cold_start
+
+    async def call(self, method: str, params: Document) -> Document:
+        self._next_id += 1
+        return await self._exchange(_request(self._next_id, method, params))
+
+    async def close(self) -> int:
+        """End input, as an MCP client does; return the exit status."""
+        assert self._process is not None
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        status = await asyncio.wait_for(self._process.wait(), 15)
+        if self._reader is not None:
+            await self._reader
+        return status
+
+    async def _exchange(self, request: Document) -> Document:
+        answer = self._waiting[request["id"]] = asyncio.get_running_loop().create_future()
+        await self._write(request)
+        return await asyncio.wait_for(answer, 60)
+
+    async def _write(self, document: Document) -> None:
+        assert self._process is not None
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps(document).encode() + b"\n")
+        await self._process.stdin.drain()
+
+    async def _read(self) -> None:
+        assert self._process is not None
+        assert self._process.stdout is not None
+        async for line in self._process.stdout:
+            document = json.loads(line)
+            waiting = self._waiting.pop(document.get("id"), None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(document)
+
+
+def _request(request_id: int, method: str, params: Document) -> Document:
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+
+
+def _answer(headers: Mapping[str, str], body: bytes) -> Document:
+    if headers.get("content-type", "").startswith("text/event-stream"):
+        data = b"\n".join(
+            line[5:].lstrip() for line in body.splitlines() if line.startswith(b"data:")
+        )
+        document: Document = json.loads(data)
+        return document
+    parsed: Document = json.loads(body)
+    return parsed
