@@ -11,7 +11,10 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from dependency_injector import providers
 
+from mcp_oauth2_proxy import Proxy
+from mcp_oauth2_proxy.adapters.http_client import build_http_client
 from mcp_oauth2_proxy.domain.authorization import Denied, Granted, RedirectTarget
 from mcp_oauth2_proxy.domain.cached_login import CachedLogin
 from mcp_oauth2_proxy.domain.pkce import LoginSecrets
@@ -267,3 +270,10 @@ class ScriptedBrowser:
         if self._then is not None:
             self._then(url)
         return self._opens
+
+
+def upstream_on_httpcore(proxy: Proxy) -> Proxy:
+    """Send the proxy's upstream requests through httpx's own transport, where respx
+    intercepts them (the real upstream client runs on aiohttp's engine)."""
+    proxy.container.upstream_http_client.override(providers.Singleton(build_http_client))
+    return proxy

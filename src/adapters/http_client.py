@@ -6,11 +6,18 @@ code sees ports, so moving to httpx2 or another transport is a change here only.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import ssl
+from collections.abc import Callable, Mapping
+
 import httpx
 
 from .._version import __version__
 
 USER_AGENT = f"mcp-oauth2-proxy/{__version__}"
+_TIMEOUT = httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None)
+_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=64)
 
 
 def build_http_client() -> httpx.AsyncClient:
@@ -25,9 +32,64 @@ def build_http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
-        timeout=httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None),
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        timeout=_TIMEOUT,
+        limits=_LIMITS,
     )
 
 
+def build_upstream_client(environ: Mapping[str, str]) -> httpx.AsyncClient:
+    """The client for the upstream, where every tool call goes: the same httpx client, moved
+    onto aiohttp's faster engine once that is loaded (`WarmingTransport`), unless an HTTP
+    proxy is set in the environment. httpx applies HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and
+    NO_PROXY only to its own transport, so behind a proxy the shared client is used as is."""
+    if any(name.lower() in _PROXY_VARIABLES and value.strip() for name, value in environ.items()):
+        return build_http_client()
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT},
+        timeout=_TIMEOUT,
+        transport=WarmingTransport(),
+    )
+
+
+class WarmingTransport(httpx.AsyncBaseTransport):
+    """httpx's own transport for the first requests, aiohttp's from when it is loaded.
+
+    Importing aiohttp takes longer than everything else the proxy loads (about 150 ms), and
+    the first request is the client's `initialize`, which is waiting: so aiohttp is imported
+    in a worker thread after that first request, and later requests move onto it. Requests
+    already under way finish where they started."""
+
+    def __init__(self) -> None:
+        self._first = httpx.AsyncHTTPTransport(limits=_LIMITS)
+        self._fast: httpx.AsyncBaseTransport | None = None
+        self._loading: asyncio.Future[_TransportMaker] | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._fast is not None:
+            return await self._fast.handle_async_request(request)
+        if self._loading is not None and self._loading.done():
+            self._fast = self._loading.result()(httpx.create_ssl_context)
+            return await self._fast.handle_async_request(request)
+        response = await self._first.handle_async_request(request)
+        if self._loading is None:
+            self._loading = asyncio.get_running_loop().run_in_executor(None, _aiohttp_transport)
+        return response
+
+    async def aclose(self) -> None:
+        await self._first.aclose()
+        if self._fast is not None:
+            await self._fast.aclose()
+
+
+_TransportMaker = Callable[[Callable[[], ssl.SSLContext]], httpx.AsyncBaseTransport]
+
+
+def _aiohttp_transport() -> _TransportMaker:
+    module = importlib.import_module(f"{__package__}.aiohttp_transport")
+    maker: _TransportMaker = module.AiohttpTransport
+    return maker
+
+
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
 HttpClient = httpx.AsyncClient

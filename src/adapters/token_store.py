@@ -24,8 +24,6 @@ from pathlib import Path
 import anyio
 import filelock
 import platformdirs
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..domain.cached_login import CachedLogin
 from .stderr_log import package_logger
@@ -80,6 +78,11 @@ class EncryptedFileTokenStore:
                 extra={"path": str(path), "reason": error.strerror},
             )
             return None
+        # Imported here: a proxy that never reads or writes a login (client credentials, the
+        # 2026 demo) does not pay for loading cryptography at startup (docs/performance.md).
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         try:
             if not data.startswith(MAGIC) or len(data) <= len(MAGIC) + NONCE_BYTES:
                 raise ValueError("not a token cache file")
@@ -104,6 +107,8 @@ class EncryptedFileTokenStore:
         return login
 
     def save(self, login: CachedLogin) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._ensure_directory()
         nonce = secrets.token_bytes(NONCE_BYTES)
         sealed = AESGCM(self._key()).encrypt(nonce, login.to_bytes(), login.key.encode())

@@ -8,6 +8,7 @@ closed by `Proxy`, since dependency-injector's async resources are asyncio-only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from operator import attrgetter
 from pathlib import Path
@@ -15,11 +16,10 @@ from pathlib import Path
 from dependency_injector import containers, providers
 
 from ..adapters.browser import SystemBrowser
-from ..adapters.callback_listener import LoopbackCallbackListener
 from ..adapters.client_registry import FileClientRegistry
 from ..adapters.config_file import JsonConfigFile
 from ..adapters.entropy import SystemEntropy
-from ..adapters.http_client import HttpClient, build_http_client
+from ..adapters.http_client import HttpClient, build_http_client, build_upstream_client
 from ..adapters.http_discovery import HttpDiscovery
 from ..adapters.http_token_endpoint import HttpTokenEndpoint
 from ..adapters.http_upstream import HttpUpstream
@@ -50,6 +50,14 @@ from .grants import Grant, build_grant, build_token_requests
 from .interactive_login import InteractiveLogin
 from .token_client import TokenClient
 from .token_manager import TokenManager
+
+
+def loopback_callback_listener() -> CallbackListener:
+    """The browser login's listener, imported when first needed: h11 and the listener cost
+    nothing to a proxy that never logs in with a browser (docs/performance.md)."""
+    from ..adapters.callback_listener import LoopbackCallbackListener
+
+    return LoopbackCallbackListener()
 
 
 def cache_directory(oauth: OAuth2Config) -> Path:
@@ -133,7 +141,7 @@ class Container(containers.DeclarativeContainer):
     entropy: providers.Provider[Entropy] = providers.Singleton(SystemEntropy)
     browser: providers.Provider[BrowserOpener] = providers.Singleton(SystemBrowser)
     callback_listener: providers.Provider[CallbackListener] = providers.Singleton(
-        LoopbackCallbackListener
+        loopback_callback_listener
     )
     token_store: providers.Provider[TokenStore] = providers.Singleton(
         EncryptedFileTokenStore, providers.Callable(cache_directory, oauth2)
@@ -191,8 +199,12 @@ class Container(containers.DeclarativeContainer):
         rediscovery,
     )
 
+    # The upstream gets its own client: every tool call goes through it (see http_client).
+    upstream_http_client: providers.Provider[HttpClient] = providers.Singleton(
+        build_upstream_client, providers.Object(os.environ)
+    )
     upstream: providers.Provider[UpstreamTransport] = providers.Singleton(
-        HttpUpstream, http_client, providers.Callable(attrgetter("url"), upstream_config)
+        HttpUpstream, upstream_http_client, providers.Callable(attrgetter("url"), upstream_config)
     )
     process_stdio: providers.Provider[ProcessStdio] = providers.Singleton(ProcessStdio)
     # Built per served connection, from the streams `Proxy.serve` is given.

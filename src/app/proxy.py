@@ -111,6 +111,8 @@ class Proxy:
         self._stack.callback(detach_redaction, attach_redaction(redactor))
         try:
             await self._stack.enter_async_context(self.container.http_client())
+            if not self.container.upstream.overridden:
+                await self._stack.enter_async_context(self.container.upstream_http_client())
             await self._discover()
         except BaseException:
             # __aexit__ will not run for a failed __aenter__: undo what was set up.

@@ -17,7 +17,13 @@ from pydantic import SecretStr
 
 from mcp_oauth2_proxy import OAuth2Config, Proxy, ProxyConfig, UpstreamConfig
 
-from ..fakes import FakeTokenEndpoint, MemoryByteReceive, MemoryByteSend, token_reply
+from ..fakes import (
+    FakeTokenEndpoint,
+    MemoryByteReceive,
+    MemoryByteSend,
+    token_reply,
+    upstream_on_httpcore,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -37,18 +43,22 @@ def config(url: str = URL, timeout_ms: int = 5000) -> ProxyConfig:
     )
 
 
-async def answers(proxy_config: ProxyConfig, *messages: dict[str, Any]) -> list[Any]:
-    """Serve `messages` through a proxy with the real HTTP upstream; return what came out."""
+async def answers(
+    proxy_config: ProxyConfig, *messages: dict[str, Any], respx_seam: bool = False
+) -> list[Any]:
+    """Serve `messages` through a proxy with the real HTTP upstream; return what came out.
+    With `respx_seam` the upstream client runs on httpx's own transport, where respx works."""
     stdin_send, stdin_receive = anyio.create_memory_object_stream[bytes](10)
     stdout_send, stdout_receive = anyio.create_memory_object_stream[bytes](10)
     endpoint = FakeTokenEndpoint(token_reply("token-1"))
+    on_transport = upstream_on_httpcore if respx_seam else (lambda proxy: proxy)
     with anyio.fail_after(15):
         async with (
             stdin_send,
             stdin_receive,
             stdout_send,
             stdout_receive,
-            Proxy(proxy_config, token_endpoint=endpoint) as proxy,
+            on_transport(Proxy(proxy_config, token_endpoint=endpoint)) as proxy,
         ):
             for message in messages:
                 await stdin_send.send(json.dumps(message).encode() + b"\n")
@@ -63,7 +73,7 @@ async def test_json_and_headers_over_respx() -> None:
         route = respx.post(URL).respond(
             200, json={"jsonrpc": "2.0", "id": 1, "result": {}}, headers={"mcp-session-id": "s"}
         )
-        (answer,) = await answers(config(), PING)
+        (answer,) = await answers(config(), PING, respx_seam=True)
     assert answer == {"jsonrpc": "2.0", "id": 1, "result": {}}
     request = route.calls.last.request
     assert request.headers["authorization"] == "Bearer token-1"
@@ -78,7 +88,7 @@ async def test_sse_over_respx() -> None:
     )
     with respx.mock:
         respx.post(URL).respond(200, content=stream, headers={"content-type": "text/event-stream"})
-        progress, answer = await answers(config(), PING)
+        progress, answer = await answers(config(), PING, respx_seam=True)
     assert progress["method"] == "notifications/progress"
     assert answer == {"jsonrpc": "2.0", "id": 1, "result": {}}
 
@@ -100,7 +110,7 @@ async def test_transport_failures_answer_with_32000(
 ) -> None:
     with respx.mock:
         route = respx.post(URL).mock(side_effect=failure)
-        (answer,) = await answers(config(), PING)
+        (answer,) = await answers(config(), PING, respx_seam=True)
     assert (answer["id"], answer["error"]["code"]) == (1, -32000)
     assert fragment in answer["error"]["message"]
     assert advice in answer["error"]["message"]
