@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from ..domain.client_registration import RegisteredClient
+from .atomic_file import write_atomically
 from .stderr_log import package_logger
-from .token_store import write_atomically
 
 log = package_logger()
 

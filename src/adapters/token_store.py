@@ -12,11 +12,9 @@ OS user. docs/token-cache.md says so too.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import stat
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +24,7 @@ import filelock
 import platformdirs
 
 from ..domain.cached_login import CachedLogin
+from .atomic_file import write_atomically, write_temporary
 from .stderr_log import package_logger
 
 log = package_logger()
@@ -139,7 +138,7 @@ class EncryptedFileTokenStore:
             try:
                 key = path.read_bytes()
             except FileNotFoundError:
-                candidate = _write_temporary(self.directory, secrets.token_bytes(KEY_BYTES))
+                candidate = write_temporary(self.directory, secrets.token_bytes(KEY_BYTES))
                 try:
                     os.link(candidate, path)
                 except FileExistsError:
@@ -155,22 +154,3 @@ class EncryptedFileTokenStore:
             )
             write_atomically(path, secrets.token_bytes(KEY_BYTES))
         return path.read_bytes()
-
-
-def _write_temporary(directory: Path, data: bytes) -> Path:
-    descriptor, name = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:  # mkstemp creates the file readable by its owner only (0600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        raise
-    return Path(name)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a reader sees the old file or the new, never half."""
-    os.replace(_write_temporary(path.parent, data), path)

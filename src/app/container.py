@@ -25,7 +25,6 @@ from ..adapters.http_token_endpoint import HttpTokenEndpoint
 from ..adapters.http_upstream import HttpUpstream
 from ..adapters.stdio import ProcessStdio, StdioChannel
 from ..adapters.system_clock import SystemClock
-from ..adapters.token_store import EncryptedFileTokenStore, default_cache_dir
 from ..domain.config import OAuth2Config, ProxyConfig, UpstreamConfig
 from ..domain.config_merge import LoadedConfig, Source
 from ..domain.discovery import Discovered
@@ -64,7 +63,17 @@ def cache_directory(oauth: OAuth2Config) -> Path:
     """OAUTH2_TOKEN_CACHE_DIR when set, else the per-OS config directory."""
     if oauth.token_cache_dir is not None:
         return Path(oauth.token_cache_dir).expanduser()
+    from ..adapters.token_store import default_cache_dir
+
     return default_cache_dir()
+
+
+def encrypted_file_token_store(directory: Path) -> TokenStore:
+    """The token cache, imported when first needed: its file locking and cryptography cost
+    nothing to a grant that keeps no login (docs/performance.md)."""
+    from ..adapters.token_store import EncryptedFileTokenStore
+
+    return EncryptedFileTokenStore(directory)
 
 
 def caches_logins(oauth: OAuth2Config) -> bool:
@@ -144,7 +153,7 @@ class Container(containers.DeclarativeContainer):
         loopback_callback_listener
     )
     token_store: providers.Provider[TokenStore] = providers.Singleton(
-        EncryptedFileTokenStore, providers.Callable(cache_directory, oauth2)
+        encrypted_file_token_store, providers.Callable(cache_directory, oauth2)
     )
     discovery_transport: providers.Provider[DiscoveryTransport] = providers.Singleton(
         HttpDiscovery,
