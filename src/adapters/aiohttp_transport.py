@@ -33,7 +33,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._session is None:
-            # Trust as httpx does (its context); made here, as loading CAs takes a while.
+            # The shared TLS context (http_client.tls_context), asked for only for https.
             ssl_context = self._ssl_context() if request.url.scheme == "https" else None
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ssl=ssl_context or True)
             self._session = aiohttp.ClientSession(

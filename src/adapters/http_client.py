@@ -7,6 +7,7 @@ code sees ports, so moving to httpx2 or another transport is a change here only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import ssl
 from collections.abc import Callable, Mapping
@@ -34,7 +35,16 @@ def build_http_client() -> httpx.AsyncClient:
         headers={"User-Agent": USER_AGENT},
         timeout=_TIMEOUT,
         limits=_LIMITS,
+        verify=tls_context(),
     )
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one TLS context of the process: loading the CA bundle takes about 40 ms, so the
+    IdP's client and the upstream's (on either engine) share it. It trusts what httpx trusts,
+    SSL_CERT_FILE and SSL_CERT_DIR included."""
+    return httpx.create_ssl_context()
 
 
 def build_upstream_client(environ: Mapping[str, str]) -> httpx.AsyncClient:
@@ -61,7 +71,7 @@ class WarmingTransport(httpx.AsyncBaseTransport):
     already under way finish where they started."""
 
     def __init__(self) -> None:
-        self._first = httpx.AsyncHTTPTransport(limits=_LIMITS)
+        self._first = httpx.AsyncHTTPTransport(limits=_LIMITS, verify=tls_context())
         self._fast: httpx.AsyncBaseTransport | None = None
         self._loading: asyncio.Future[_TransportMaker] | None = None
 
@@ -69,7 +79,7 @@ class WarmingTransport(httpx.AsyncBaseTransport):
         if self._fast is not None:
             return await self._fast.handle_async_request(request)
         if self._loading is not None and self._loading.done():
-            self._fast = self._loading.result()(httpx.create_ssl_context)
+            self._fast = self._loading.result()(tls_context)
             return await self._fast.handle_async_request(request)
         response = await self._first.handle_async_request(request)
         if self._loading is None:
