@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +90,12 @@ class ProxyClient:
     """The installed command, spawned with its configuration in the environment; requests
     are matched to answers by id, so any number may be in flight."""
 
-    def __init__(self, port: int, cache_dir: Path) -> None:
+    def __init__(
+        self, port: int, cache_dir: Path, command: Sequence[str] = (str(COMMAND),)
+    ) -> None:
         self._port = port
         self._cache_dir = cache_dir
+        self._command = command
         self._process: asyncio.subprocess.Process | None = None
         self._waiting: dict[int, asyncio.Future[Document]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -123,7 +126,7 @@ class ProxyClient:
         )
         self.started_at = time.perf_counter()
         self._process = await asyncio.create_subprocess_exec(
-            str(COMMAND),
+            *self._command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,

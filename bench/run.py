@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from .clients import DirectClient, Document, ProxyClient
+from .clients import COMMAND, DirectClient, Document, ProxyClient
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "latest.json"
@@ -152,12 +153,12 @@ async def measured(
     return result, cpu_seconds(process) - cpu, time.perf_counter() - wall
 
 
-async def repetition(mode: str, plan: Plan) -> dict[str, Any]:
+async def repetition(mode: str, plan: Plan, command: Sequence[str]) -> dict[str, Any]:
     async with upstream(mode) as (port, server):
         direct = DirectClient(port)
         await direct.start()
         with tempfile.TemporaryDirectory() as cache:
-            proxy = ProxyClient(port, Path(cache))
+            proxy = ProxyClient(port, Path(cache), command)
             cold_start = await proxy.start()
             proxied = psutil.Process(proxy.pid)
             for client in (direct, proxy):
@@ -277,13 +278,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-async def run(plan: Plan) -> dict[str, Any]:
+async def run(plan: Plan, command: Sequence[str]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for mode in MODES:
         runs = []
         for number in range(plan.repetitions):
             print(f"{mode}: repetition {number + 1} of {plan.repetitions}", file=sys.stderr)
-            runs.append(await repetition(mode, plan))
+            runs.append(await repetition(mode, plan, command))
         results[mode] = summary(runs)
     return results
 
@@ -309,11 +310,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--write-docs", action="store_true", help="put the table into docs/performance.md"
     )
+    parser.add_argument(
+        "--proxy-command",
+        help="measure another proxy that reads the same environment variables, such as the "
+        "npm original: 'node .../mcp-oauth2-proxy/dist/index.js'",
+    )
     args = parser.parse_args(argv)
+    if args.write_docs and args.proxy_command:
+        parser.error("--write-docs records this proxy's figures only")
     plan = QUICK if args.quick else FULL
-    results = asyncio.run(run(plan))
+    command = shlex.split(args.proxy_command) if args.proxy_command else (str(COMMAND),)
+    results = asyncio.run(run(plan, command))
     report = {
         "date": time.strftime("%Y-%m-%d"),
+        "proxy_command": list(command),
         "machine": machine(),
         "plan": plan.__dict__,
         "results": results,
@@ -323,6 +333,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     rendered = table(results)
     print(rendered)
     if args.write_docs:
-        command = "python -m bench" + (" --quick" if args.quick else "")
-        write_docs(command, report, rendered)
+        write_docs("python -m bench" + (" --quick" if args.quick else ""), report, rendered)
     return 0
