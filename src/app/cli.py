@@ -8,16 +8,19 @@ the only output of their own there.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 import anyio
 
 from .._version import __version__
 from ..adapters.stderr_log import log_to_stderr, package_logger
 from ..domain.config_merge import LoadedConfig
+from ..domain.config_report import config_report, render_report
 from ..domain.errors import ConfigError, OAuthError, ProxyError
 from ..domain.settings import CONFIG_FILE_ENV, SETTINGS
 from .container import cache_directory, caches_logins
@@ -65,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "status", help="say whether a login is cached for this configuration (exit 1 if not)"
     )
+    shown = commands.add_parser(
+        "config",
+        help="print the effective configuration: each setting, its value and where it came "
+        "from (secrets only as 'set')",
+    )
+    shown.add_argument("--json", action="store_true", help="one JSON object per setting")
     commands.add_parser(
         "demo",
         help="see the whole path work against a local IdP and MCP server (needs the demo extra)",
@@ -83,9 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return EXIT_CONFIG
     log_to_stderr(loaded.config.log.level)
-    command = {"login": _login, "logout": _logout, "status": _status}.get(
-        arguments.command or "run", _run
-    )
+    commands: dict[str, Callable[[LoadedConfig], Awaitable[int]]] = {
+        "login": _login,
+        "logout": _logout,
+        "status": _status,
+        "config": partial(_config, as_json=arguments.command == "config" and arguments.json),
+    }
+    command = commands.get(arguments.command or "run", _run)
     try:
         return anyio.run(command, loaded)
     except KeyboardInterrupt:
@@ -162,6 +175,26 @@ async def _status(loaded: LoadedConfig) -> int:
         f"Logged in: client {cached.client_id} at {cached.token_url}, saved {saved}, "
         f"in {cache_directory(oauth)}."
     )
+    return EXIT_OK
+
+
+async def _config(loaded: LoadedConfig, *, as_json: bool) -> int:
+    """What the proxy would run with, discovery included (as at its start): the report goes
+    to stdout, a discovery failure to stderr after it."""
+    failure: ProxyError | None = None
+    try:
+        async with Proxy(loaded) as proxy:
+            loaded = proxy.container.loaded_config()
+    except ProxyError as error:
+        failure = error
+    lines = config_report(loaded)
+    if as_json:
+        print(json.dumps([line.as_dict() for line in lines], indent=2))
+    else:
+        print(render_report(lines))
+    if failure is not None:
+        log.critical("discovery failed, so the values it would fill in are missing: %s", failure)
+        return exit_code(failure)
     return EXIT_OK
 
 

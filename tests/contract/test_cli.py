@@ -164,3 +164,49 @@ def test_status_and_logout_for_a_grant_that_caches_nothing() -> None:
     assert (status.returncode, "keeps no cached login" in status.stdout) == (1, True)
     logout = run("logout", env=env)
     assert (logout.returncode, "nothing to forget" in logout.stdout) == (0, True)
+
+
+def test_config_shows_every_value_and_its_source_and_never_a_secret(tmp_path: Path) -> None:
+    secret = "file-secret-Zq81"
+    config_file = tmp_path / "proxy.json"
+    config_file.write_text(
+        json.dumps({"oauth2": {"clientSecret": secret, "scope": "mcp:read"}}), encoding="utf-8"
+    )
+    env = {
+        **client_credentials_env("http://127.0.0.1:9/token", "env-secret-Zq82"),
+        "MCP_PROXY_CONFIG": str(config_file),
+        "DISCOVERY_ENABLED": "false",
+    }
+    del env["OAUTH2_CLIENT_SECRET"]
+    shown = run("config", env=env)
+    assert shown.returncode == 0, shown.stderr
+    lines = {line.split()[0]: line for line in shown.stdout.splitlines()}
+    assert lines["oauth2.scope"].endswith(f"({config_file}, key oauth2.scope)")
+    assert "mcp:read" in lines["oauth2.scope"]
+    assert lines["oauth2.clientSecret"].split()[1] == "set"
+    assert lines["oauth2.clientId"].endswith("(env OAUTH2_CLIENT_ID)")
+    assert lines["upstream.timeoutMs"].endswith("(default)")
+    assert secret not in shown.stdout + shown.stderr
+
+    as_json = run("config", "--json", env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    rows = {row["key"]: row for row in json.loads(as_json.stdout)}
+    assert rows["oauth2.clientSecret"] == {
+        "key": "oauth2.clientSecret",
+        "env": "OAUTH2_CLIENT_SECRET",
+        "value": "set",
+        "source": f"{config_file}, key oauth2.clientSecret",
+    }
+    assert secret not in as_json.stdout
+
+
+def test_config_with_a_failing_discovery_still_shows_the_rest_and_says_why() -> None:
+    env = client_credentials_env("http://127.0.0.1:9/token", "s")
+    del env["OAUTH2_TOKEN_URL"]  # discovery must find it, from an upstream that is not there
+    shown = run("config", env=env)
+    assert shown.returncode == 3
+    values = {line.split()[0]: line.split()[1:3] for line in shown.stdout.splitlines()}
+    assert values["upstream.url"][0] == "http://127.0.0.1:9/mcp"
+    assert values["oauth2.tokenUrl"] == ["not", "set"]
+    assert "discovery could not reach http://127.0.0.1:9/mcp" in shown.stderr
+    assert "discovery failed, so the values it would fill in are missing" in shown.stderr
