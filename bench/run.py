@@ -316,8 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "npm original: 'node .../mcp-oauth2-proxy/dist/index.js'",
     )
     args = parser.parse_args(argv)
-    if args.write_docs and args.proxy_command:
-        parser.error("--write-docs records this proxy's figures only")
+    if args.proxy_command and (args.write_docs or args.output == RESULTS):
+        parser.error("--proxy-command needs its own --output, and not --write-docs")
     plan = QUICK if args.quick else FULL
     command = shlex.split(args.proxy_command) if args.proxy_command else (str(COMMAND),)
     results = asyncio.run(run(plan, command))

@@ -15,6 +15,9 @@ from collections.abc import Callable, Mapping
 import httpx
 
 from .._version import __version__
+from .stderr_log import package_logger
+
+log = package_logger()
 
 USER_AGENT = f"mcp-oauth2-proxy/{__version__}"
 _TIMEOUT = httpx.Timeout(connect=10.0, read=None, write=30.0, pool=None)
@@ -47,12 +50,13 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def build_upstream_client(environ: Mapping[str, str]) -> httpx.AsyncClient:
+def build_upstream_client(proxies: Mapping[str, str]) -> httpx.AsyncClient:
     """The client for the upstream, where every tool call goes: the same httpx client, moved
     onto aiohttp's faster engine once that is loaded (`WarmingTransport`), unless an HTTP
-    proxy is set in the environment. httpx applies HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and
-    NO_PROXY only to its own transport, so behind a proxy the shared client is used as is."""
-    if any(name.lower() in _PROXY_VARIABLES and value.strip() for name, value in environ.items()):
+    proxy is configured. `proxies` is what httpx itself reads (`urllib.request.getproxies()`:
+    HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, and on macOS and Windows the system settings); httpx
+    applies them only to its own transport, so behind a proxy the shared client is used."""
+    if any(proxies.get(scheme, "").strip() for scheme in _PROXIED_SCHEMES):
         return build_http_client()
     return httpx.AsyncClient(
         follow_redirects=False,
@@ -74,13 +78,21 @@ class WarmingTransport(httpx.AsyncBaseTransport):
         self._first = httpx.AsyncHTTPTransport(limits=_LIMITS, verify=tls_context())
         self._fast: httpx.AsyncBaseTransport | None = None
         self._loading: asyncio.Future[_TransportMaker] | None = None
+        self._failed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._fast is not None:
             return await self._fast.handle_async_request(request)
-        if self._loading is not None and self._loading.done():
-            self._fast = self._loading.result()(tls_context)
-            return await self._fast.handle_async_request(request)
+        if self._loading is not None and self._loading.done() and not self._failed:
+            if self._loading.exception() is None:
+                self._fast = self._loading.result()(tls_context)
+                return await self._fast.handle_async_request(request)
+            # Slower, but working: a broken aiohttp installation must not break the proxy.
+            self._failed = True
+            log.warning(
+                "could not load aiohttp; the upstream stays on httpx's own transport",
+                extra={"reason": repr(self._loading.exception())},
+            )
         response = await self._first.handle_async_request(request)
         if self._loading is None:
             self._loading = asyncio.get_running_loop().run_in_executor(None, _aiohttp_transport)
@@ -101,5 +113,5 @@ def _aiohttp_transport() -> _TransportMaker:
     return maker
 
 
-_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+_PROXIED_SCHEMES = ("http", "https", "all")
 HttpClient = httpx.AsyncClient

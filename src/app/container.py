@@ -8,7 +8,7 @@ closed by `Proxy`, since dependency-injector's async resources are asyncio-only.
 
 from __future__ import annotations
 
-import os
+import urllib.request
 from collections.abc import Callable
 from operator import attrgetter
 from pathlib import Path
@@ -210,7 +210,7 @@ class Container(containers.DeclarativeContainer):
 
     # The upstream gets its own client: every tool call goes through it (see http_client).
     upstream_http_client: providers.Provider[HttpClient] = providers.Singleton(
-        build_upstream_client, providers.Object(os.environ)
+        build_upstream_client, providers.Callable(urllib.request.getproxies)
     )
     upstream: providers.Provider[UpstreamTransport] = providers.Singleton(
         HttpUpstream, upstream_http_client, providers.Callable(attrgetter("url"), upstream_config)

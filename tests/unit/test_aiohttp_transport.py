@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 
+import aiohttp
 import anyio
 import httpx
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
 
+from mcp_oauth2_proxy.adapters import aiohttp_transport, http_client
 from mcp_oauth2_proxy.adapters.aiohttp_transport import AiohttpTransport
 from mcp_oauth2_proxy.adapters.http_client import WarmingTransport, build_upstream_client
 
@@ -106,12 +108,13 @@ async def test_a_body_cut_short_is_a_read_error() -> None:
 
 
 def test_behind_an_http_proxy_the_upstream_uses_httpx_own_transport() -> None:
-    """httpx applies the proxy variables to its own transport only."""
-    for name in ("HTTPS_PROXY", "http_proxy", "ALL_PROXY"):
-        upstream = build_upstream_client({name: "http://proxy.corp:3128"})
+    """httpx applies proxies (from the environment, or the system settings on macOS and
+    Windows: urllib's getproxies) to its own transport only."""
+    for scheme in ("https", "http", "all"):
+        upstream = build_upstream_client({scheme: "http://proxy.corp:3128"})
         assert not isinstance(upstream._transport, WarmingTransport)
-    blank = build_upstream_client({"HTTPS_PROXY": " "})  # set but empty: no proxy
-    assert isinstance(blank._transport, WarmingTransport)
+    for unproxied in ({}, {"https": " "}, {"no": "*"}):
+        assert isinstance(build_upstream_client(unproxied)._transport, WarmingTransport)
 
 
 async def test_the_first_requests_use_httpx_and_later_ones_aiohttp_once_loaded() -> None:
@@ -139,3 +142,77 @@ async def test_the_first_requests_use_httpx_and_later_ones_aiohttp_once_loaded()
             assert (await upstream.post(url, content=b"{}")).content == BODY
     assert isinstance(warming._fast, AiohttpTransport)
     assert connections == [1, 2]  # httpx's pool, then aiohttp's (each keeps its connection)
+
+
+def test_only_a_write_that_failed_on_a_closing_connection_counts_as_never_sent() -> None:
+    """aiohttp learns that a pooled connection was closed by the server when it writes the
+    next request on it (head and body in one write): nothing went out. A disconnect after
+    the write may have let the server run it."""
+    unwritten = aiohttp.ClientOSError("Can not write request body")
+    unwritten.__cause__ = aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+    assert aiohttp_transport._unwritten(unwritten)
+    assert aiohttp_transport._unwritten(aiohttp.ClientConnectionResetError("closing"))
+    for sent in (
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientOSError(104, "Connection reset by peer"),
+        aiohttp.ClientPayloadError("cut"),
+    ):
+        assert not aiohttp_transport._unwritten(sent)
+
+
+async def test_a_connect_timeout_is_a_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TLS handshake that never completes: no request went out."""
+    monkeypatch.setattr(aiohttp_transport, "_TIMEOUT", aiohttp.ClientTimeout(connect=0.2))
+
+    async def silent(stream: SocketStream) -> None:
+        async with stream:
+            await anyio.sleep_forever()
+
+    async with loopback(silent) as url, client() as upstream:
+        with pytest.raises(httpx.ConnectTimeout):
+            await upstream.post(url.replace("http://", "https://"), content=b"{}")
+
+
+async def test_a_large_response_header_is_accepted_as_httpx_does() -> None:
+    cookie = b"a" * 20_000
+
+    async def big_head(stream: SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            await stream.send(
+                b"HTTP/1.1 200 OK\r\nset-cookie: s=" + cookie + b"\r\n"
+                b"content-length: %d\r\n\r\n" % len(BODY) + BODY
+            )
+
+    async with loopback(big_head) as url, client() as upstream:
+        response = await upstream.post(url, content=b"{}")
+    assert response.content == BODY
+
+
+async def test_if_aiohttp_cannot_load_the_upstream_stays_on_httpx(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> object:
+        raise ImportError("aiohttp is broken here")
+
+    monkeypatch.setattr(http_client, "_aiohttp_transport", broken)
+
+    async def answer_all(stream: SocketStream) -> None:
+        async with stream:
+            with contextlib.suppress(anyio.EndOfStream):
+                while await stream.receive():
+                    await stream.send(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(BODY) + BODY
+                    )
+
+    warming = WarmingTransport()
+    async with loopback(answer_all) as url, httpx.AsyncClient(transport=warming) as upstream:
+        await upstream.post(url, content=b"{}")
+        assert warming._loading is not None
+        with anyio.fail_after(10), contextlib.suppress(ImportError):
+            await warming._loading
+        answers = [(await upstream.post(url, content=b"{}")).content for _ in range(2)]
+    assert answers == [BODY, BODY]
+    assert warming._fast is None
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["could not load aiohttp; the upstream stays on httpx's own transport"]
