@@ -6,24 +6,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import pytest
 
-from mcp_oauth2_proxy import ProxyConfig
+from mcp_oauth2_proxy.app import bridge
 
 from ..fakes import (
     Exchange,
     FakeReply,
 )
-from .test_bridge import CONFIG, Server, notification, request, result, serving, wait_for_exchanges
+from .test_bridge import (
+    Server,
+    notification,
+    request,
+    result,
+    serving,
+    wait_for_exchanges,
+    with_upstream,
+)
 
 pytestmark = pytest.mark.anyio
-
-
-def limited(**upstream: Any) -> ProxyConfig:
-    return CONFIG.model_copy(update={"upstream": CONFIG.upstream.model_copy(update=upstream)})
 
 
 async def test_requests_beyond_max_in_flight_wait_and_none_is_dropped() -> None:
@@ -39,7 +42,9 @@ async def test_requests_beyond_max_in_flight_wait_and_none_is_dropped() -> None:
             [json.dumps(result(exchange.document["id"], "done")).encode()],
         )
 
-    async with serving(Server(**{"tools/call": held}), config=limited(max_in_flight=2)) as session:
+    async with serving(
+        Server(**{"tools/call": held}), config=with_upstream(max_in_flight=2)
+    ) as session:
         for n in range(1, 6):
             await session.send(request(n, "tools/call", name="slow"))
         while len(session.upstream.posts()) < 2:
@@ -66,7 +71,9 @@ async def test_a_waiting_request_can_be_cancelled_and_is_never_sent() -> None:
             [json.dumps(result(exchange.document["id"], "done")).encode()],
         )
 
-    async with serving(Server(**{"tools/call": held}), config=limited(max_in_flight=1)) as session:
+    async with serving(
+        Server(**{"tools/call": held}), config=with_upstream(max_in_flight=1)
+    ) as session:
         await session.send(request(1, "tools/call", name="slow"))
         await session.send(request(2, "tools/call", name="queued"))
         await session.send(notification("notifications/cancelled", requestId=2))
@@ -82,7 +89,7 @@ async def test_a_waiting_request_can_be_cancelled_and_is_never_sent() -> None:
 
 
 async def test_a_line_over_max_message_bytes_is_refused_and_the_next_one_served() -> None:
-    async with serving(Server(), config=limited(max_message_bytes=1024)) as session:
+    async with serving(Server(), config=with_upstream(max_message_bytes=1024)) as session:
         big = request(1, "tools/call", name="x", arguments={"blob": "a" * 2000})
         refused = await session.call(big)
         served = await session.call(request(2, "ping"))
@@ -97,7 +104,7 @@ async def test_an_upstream_message_over_max_message_bytes_names_the_setting() ->
         body = json.dumps(result(exchange.document["id"], "b" * 4096)).encode()
         return FakeReply(200, {"content-type": "text/event-stream"}, [b"data: " + body + b"\n\n"])
 
-    config = limited(max_message_bytes=1024)
+    config = with_upstream(max_message_bytes=1024)
     async with serving(Server(**{"resources/read": huge}), config=config) as session:
         answer = await session.call(request(1, "resources/read", uri="file:///big"))
     assert "larger than 1024 bytes" in answer["error"]["message"]
@@ -139,7 +146,7 @@ async def test_an_answer_waiting_for_a_slow_reader_is_not_lost_to_the_timeout() 
     """A response already taken from the upstream is written even when the client reads it
     only after upstream.timeoutMs: the timeout must not cancel the write and leave the
     request with no answer at all."""
-    async with serving(Server(), config=limited(timeout_ms=200), stdout_buffer=0) as session:
+    async with serving(Server(), config=with_upstream(timeout_ms=200), stdout_buffer=0) as session:
         for n in (1, 2):
             await session.send(request(n, "tools/call", name="x"))
         await wait_for_exchanges(session.upstream, 2)
@@ -147,3 +154,34 @@ async def test_an_answer_waiting_for_a_slow_reader_is_not_lost_to_the_timeout() 
         answers = [await session.receive() for _ in range(2)]
     assert sorted(a["id"] for a in answers) == [1, 2]
     assert all("result" in a for a in answers)
+
+
+async def test_input_is_held_back_while_waiting_requests_hold_too_much(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the waiting-bytes limit the proxy reads no further line: the client's next write
+    blocks (backpressure through the pipe) until a waiting request gets its slot."""
+    monkeypatch.setattr(bridge, "WAITING_BYTES_LIMIT", 100)
+    release = anyio.Event()
+
+    async def held(exchange: Exchange) -> FakeReply:
+        await release.wait()
+        return FakeReply(
+            200,
+            {"content-type": "application/json"},
+            [json.dumps(result(exchange.document["id"], "done")).encode()],
+        )
+
+    config = with_upstream(max_in_flight=1)
+    server = Server(**{"tools/call": held})
+    async with serving(server, config=config, stdin_buffer=0) as session:
+        await session.send(request(1, "tools/call", name="holds the slot"))
+        await session.send(request(2, "tools/call", name="waits", arguments={"pad": "x" * 200}))
+        await anyio.wait_all_tasks_blocked()
+        line = json.dumps(request(3, "ping")).encode() + b"\n"
+        with pytest.raises(anyio.WouldBlock):
+            session.stdin.send_nowait(line)  # nobody is reading stdin now
+        release.set()
+        await session.stdin.send(line)  # read again once request 2 went out
+        answers = [await session.receive() for _ in range(3)]
+    assert sorted(a["id"] for a in answers) == [1, 2, 3]

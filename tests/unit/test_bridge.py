@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.memory import MemoryObjectSendStream
 from dependency_injector import providers
 from pydantic import SecretStr
 
@@ -47,6 +48,11 @@ CONFIG = ProxyConfig(
         token_url="https://idp.example/token",
     ),
 )
+
+
+def with_upstream(**changes: Any) -> ProxyConfig:
+    """CONFIG with some upstream settings changed (timeout_ms=300, max_in_flight=2, …)."""
+    return CONFIG.model_copy(update={"upstream": CONFIG.upstream.model_copy(update=changes)})
 
 
 def request(request_id: JsonId, method: str, **params: Any) -> dict[str, Any]:
@@ -101,7 +107,7 @@ class Server:
 class Session:
     upstream: FakeUpstream
     endpoint: FakeTokenEndpoint
-    stdin: anyio.abc.ObjectSendStream[bytes]
+    stdin: MemoryObjectSendStream[bytes]
     stdout: anyio.abc.ObjectReceiveStream[bytes]
     proxy: Proxy
 
@@ -136,12 +142,13 @@ async def serving(
     max_line_bytes: int | None = None,
     backoff: Backoff | None = None,
     stdout_buffer: int = 100,
+    stdin_buffer: int = 100,
 ) -> AsyncIterator[Session]:
-    """A proxy serving in-memory stdio; `stdout_buffer=0` makes every write wait for the
-    test to read it, like a pipe nobody drains."""
+    """A proxy serving in-memory stdio; a buffer of 0 makes every write wait for the other
+    side to read it, like a full pipe."""
     upstream = FakeUpstream(handler)
     endpoint = FakeTokenEndpoint(*[token_reply(f"token-{n + 1}") for n in range(tokens)])
-    stdin_send, stdin_receive = anyio.create_memory_object_stream[bytes](100)
+    stdin_send, stdin_receive = anyio.create_memory_object_stream[bytes](stdin_buffer)
     stdout_send, stdout_receive = anyio.create_memory_object_stream[bytes](stdout_buffer)
     proxy = Proxy(config, token_endpoint=endpoint, upstream=upstream)
     if max_line_bytes is not None:
@@ -195,9 +202,7 @@ async def test_session_id_and_negotiated_version_are_sent_after_initialize() -> 
 
 
 async def test_a_configured_protocol_version_wins() -> None:
-    config = CONFIG.model_copy(
-        update={"upstream": CONFIG.upstream.model_copy(update={"protocol_version": "2025-03-26"})}
-    )
+    config = with_upstream(protocol_version="2025-03-26")
     async with serving(Server(), config=config) as session:
         await session.start()
         await session.call(request(1, "ping"))

@@ -17,7 +17,7 @@ from mcp_oauth2_proxy.domain.backoff import Backoff
 from mcp_oauth2_proxy.domain.errors import UpstreamError, UpstreamUnreachableError
 
 from ..fakes import Exchange, FakeReply, json_response
-from .test_bridge import Server, request, result, serving, wait_for_exchanges
+from .test_bridge import Server, request, result, serving, wait_for_exchanges, with_upstream
 from .test_http_upstream import answers, config, loopback
 
 pytestmark = pytest.mark.anyio
@@ -155,9 +155,8 @@ async def test_a_response_stream_that_never_ends_times_out_despite_progress() ->
             hold=anyio.Event(),
         )
 
-    cfg = config()
-    cfg = cfg.model_copy(update={"upstream": cfg.upstream.model_copy(update={"timeout_ms": 300})})
-    async with serving(Server(**{"tools/call": endless}), config=cfg) as session:
+    config = with_upstream(timeout_ms=300)
+    async with serving(Server(**{"tools/call": endless}), config=config) as session:
         first = await session.call(CALL)
         answer = await session.receive()
     assert first == progress
