@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import os
 import ssl
 from collections.abc import Callable, Mapping
 
@@ -44,10 +45,54 @@ def build_http_client() -> httpx.AsyncClient:
 
 @functools.cache
 def tls_context() -> ssl.SSLContext:
-    """The one TLS context of the process: loading the CA bundle takes about 40 ms, so the
-    IdP's client and the upstream's (on either engine) share it. It trusts what httpx trusts,
-    SSL_CERT_FILE and SSL_CERT_DIR included."""
-    return httpx.create_ssl_context()
+    """The one TLS context of the process, shared by the IdP's client and the upstream's (on
+    either engine), since loading trust anchors is one of the costlier things done at start.
+
+    What it trusts, in order: the PEM bundle SSL_CERT_FILE (or the directory SSL_CERT_DIR)
+    names, alone, as curl and httpx do; else the operating system's trust store, through
+    truststore, so a company CA installed on the laptop (TLS-inspecting proxies) just works;
+    else, where truststore cannot run, certifi's public roots."""
+    cafile = os.environ.get("SSL_CERT_FILE") or None
+    capath = os.environ.get("SSL_CERT_DIR") or None
+    if cafile is not None or capath is not None:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    try:
+        import truststore
+
+        return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    except (ImportError, OSError, NotImplementedError) as unusable:
+        log.warning(
+            "the operating system's trust store cannot be used; trusting certifi's public "
+            "roots only (set SSL_CERT_FILE to add a company CA)",
+            extra={"reason": repr(unusable)},
+        )
+        return httpx.create_ssl_context()
+
+
+def failure_reason(exc: httpx.HTTPError) -> str:
+    """What went wrong in a failed exchange, in words that point at the fix: a certificate
+    that could not be verified names the trust settings, since behind a TLS-inspecting
+    company proxy that is the usual cause."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            # aiohttp's subclass carries no verify_message of its own; its text has it.
+            said = getattr(cause, "verify_message", None) or str(cause)
+            return (
+                f"the server's TLS certificate was not trusted ({said}); if "
+                "a company proxy or CA signs it, install that CA in the operating system's "
+                "trust store (the proxy uses it) or set SSL_CERT_FILE to a PEM bundle that "
+                "includes it, and check HTTPS_PROXY / NO_PROXY"
+            )
+        if isinstance(cause, ssl.SSLError):
+            said = getattr(cause, "reason", None) or cause
+            return (
+                f"the TLS handshake failed ({said}); check that the URL is https:// on a TLS "
+                "port and, behind a company proxy, HTTPS_PROXY / NO_PROXY"
+            )
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
 
 
 def build_upstream_client(proxies: Mapping[str, str]) -> httpx.AsyncClient:

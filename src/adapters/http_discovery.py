@@ -17,6 +17,7 @@ import httpx
 
 from ..domain.errors import IdpUnreachableError
 from ..domain.url_guard import url_problem
+from .http_client import failure_reason
 
 MAX_REDIRECTS = 5
 MAX_DOCUMENT_BYTES = 1 << 20
@@ -62,7 +63,10 @@ class HttpDiscovery:
                 )
             except httpx.HTTPError as exc:
                 raise IdpUnreachableError(
-                    f"discovery could not reach {url}: {str(exc) or type(exc).__name__}"
+                    f"discovery could not reach {url}: {failure_reason(exc)}; check that it "
+                    "is reachable from this machine (VPN, HTTPS_PROXY), or set "
+                    "DISCOVERY_ENABLED=false with OAUTH2_TOKEN_URL (and OAUTH2_AUTHORIZATION_URL "
+                    "for the browser login)"
                 ) from None
             location = response.headers.get("location")
             if response.status_code in (301, 302, 303, 307, 308) and location:

@@ -6,6 +6,7 @@ import httpx
 
 from ..domain.errors import IdpUnreachableError
 from ..domain.token_exchange import FORM_CONTENT_TYPE, TokenReply, TokenRequest
+from .http_client import failure_reason
 
 # A token response is a few kilobytes; an IdP that sends more is not sending a token.
 MAX_REPLY_BYTES = 1 << 20
@@ -50,12 +51,7 @@ class HttpTokenEndpoint:
             ) from None
         except httpx.HTTPError as exc:
             raise IdpUnreachableError(
-                f"could not reach token endpoint {request.url}: {_reason(exc)}; check "
+                f"could not reach token endpoint {request.url}: {failure_reason(exc)}; check "
                 "oauth2.tokenUrl / OAUTH2_TOKEN_URL and that the IdP is reachable from this "
                 "machine (VPN, HTTPS_PROXY)"
             ) from None
-
-
-def _reason(exc: httpx.HTTPError) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0]

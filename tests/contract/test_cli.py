@@ -209,4 +209,5 @@ def test_config_with_a_failing_discovery_still_shows_the_rest_and_says_why() -> 
     assert values["upstream.url"][0] == "http://127.0.0.1:9/mcp"
     assert values["oauth2.tokenUrl"] == ["not", "set"]
     assert "discovery could not reach http://127.0.0.1:9/mcp" in shown.stderr
+    assert "DISCOVERY_ENABLED=false" in shown.stderr
     assert "discovery failed, so the values it would fill in are missing" in shown.stderr
