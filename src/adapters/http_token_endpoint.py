@@ -43,6 +43,7 @@ class HttpTokenEndpoint:
                     content_type=response.headers.get("content-type", ""),
                     body=bytes(body[:MAX_REPLY_BYTES]),
                     retry_after=response.headers.get("retry-after"),
+                    date=response.headers.get("date"),
                 )
         except httpx.TimeoutException:
             raise IdpUnreachableError(

@@ -14,6 +14,7 @@ import anyio
 import httpx
 
 from ..domain.errors import UpstreamError, UpstreamUnreachableError
+from .http_client import failure_reason
 
 
 class HttpReply:
@@ -30,7 +31,7 @@ class HttpReply:
                 yield chunk
         except httpx.HTTPError as exc:
             raise UpstreamError(
-                f"the upstream connection broke mid-response: {_reason(exc)}"
+                f"the upstream connection broke mid-response: {failure_reason(exc)}"
             ) from None
 
     async def read(self, limit: int) -> bytes:
@@ -66,7 +67,8 @@ class HttpUpstream:
         except httpx.HTTPError as exc:
             raise UpstreamError(
                 f"the connection to the upstream {target} failed before it answered: "
-                f"{_reason(exc)}; the server, or a proxy or load balancer on the way, closed it"
+                f"{failure_reason(exc)}; the server, or a proxy or load balancer on the way, "
+                "closed it"
             ) from None
         try:
             yield HttpReply(response)
@@ -79,11 +81,7 @@ class HttpUpstream:
 
 def _unreachable(target: str, exc: httpx.HTTPError) -> str:
     return (
-        f"could not reach the upstream {target}: {_reason(exc)}; check "
+        f"could not reach the upstream {target}: {failure_reason(exc)}; check "
         "upstream.url / UPSTREAM_URL and that the server is reachable (VPN, HTTPS_PROXY)"
     )
 
-
-def _reason(exc: httpx.HTTPError) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0]

@@ -1,6 +1,7 @@
 """The `mcp-oauth2-proxy` command: parse arguments, load the configuration, run.
 
-Exit status: 0 done, 2 configuration error, 3 no token could be obtained, 1 anything else.
+Exit status: 0 done, 2 configuration error, 3 no token could be obtained, 1 anything else
+(for `doctor`: 1 when any check failed).
 Nothing but JSON-RPC ever goes to stdout while the proxy runs; `--help` and `--version` are
 the only output of their own there.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -21,9 +23,11 @@ from .._version import __version__
 from ..adapters.stderr_log import log_to_stderr, package_logger
 from ..domain.config_merge import LoadedConfig
 from ..domain.config_report import config_report, render_report
+from ..domain.diagnosis import all_passed, render_checks, render_json
 from ..domain.errors import ConfigError, OAuthError, ProxyError
 from ..domain.settings import CONFIG_FILE_ENV, SETTINGS
 from .container import cache_directory, caches_logins
+from .doctor import diagnose
 from .proxy import Proxy
 
 log = package_logger()
@@ -74,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         "from (secrets only as 'set')",
     )
     shown.add_argument("--json", action="store_true", help="one JSON object per setting")
+    doctor = commands.add_parser(
+        "doctor",
+        help="check each step the proxy needs (configuration, discovery, token, clock, "
+        "upstream, callback port), with the fix for each failure (exit 1 if any failed)",
+    )
+    doctor.add_argument("--json", action="store_true", help="the results as one JSON document")
     commands.add_parser(
         "demo",
         help="see the whole path work against a local IdP and MCP server (needs the demo extra)",
@@ -86,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     if arguments.command == "demo":
         return _demo()
+    if arguments.command == "doctor":
+        return _doctor(as_json=arguments.json)
     try:
         loaded = Proxy.load_config()
     except ConfigError as error:
@@ -196,6 +208,20 @@ async def _config(loaded: LoadedConfig, *, as_json: bool) -> int:
         log.critical("discovery failed, so the values it would fill in are missing: %s", failure)
         return exit_code(failure)
     return EXIT_OK
+
+
+def _doctor(*, as_json: bool) -> int:
+    """Runs before (and without) the configuration check the other commands make: a broken
+    configuration is the doctor's first finding, not a reason to stop."""
+    log_to_stderr("warn")
+    if not as_json:
+        print("mcp-oauth2-proxy doctor: each step the proxy takes at its start, in order.\n")
+    try:
+        checks = anyio.run(diagnose, dict(os.environ))
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    print(render_json(checks) if as_json else render_checks(checks))
+    return EXIT_OK if all_passed(checks) else EXIT_FAILURE
 
 
 async def _run(loaded: LoadedConfig) -> int:

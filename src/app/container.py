@@ -23,6 +23,7 @@ from ..adapters.http_client import HttpClient, build_http_client, build_upstream
 from ..adapters.http_discovery import HttpDiscovery
 from ..adapters.http_token_endpoint import HttpTokenEndpoint
 from ..adapters.http_upstream import HttpUpstream
+from ..adapters.port_checker import LoopbackPortChecker
 from ..adapters.stdio import ProcessStdio, StdioChannel
 from ..adapters.system_clock import SystemClock
 from ..domain.config import OAuth2Config, ProxyConfig, UpstreamConfig
@@ -36,6 +37,7 @@ from ..domain.ports import (
     ConfigFileReader,
     DiscoveryTransport,
     Entropy,
+    PortChecker,
     TokenEndpoint,
     TokenStore,
     UpstreamTransport,
@@ -152,6 +154,7 @@ class Container(containers.DeclarativeContainer):
     callback_listener: providers.Provider[CallbackListener] = providers.Singleton(
         loopback_callback_listener
     )
+    port_checker: providers.Provider[PortChecker] = providers.Singleton(LoopbackPortChecker)
     token_store: providers.Provider[TokenStore] = providers.Singleton(
         encrypted_file_token_store, providers.Callable(cache_directory, oauth2)
     )

@@ -150,6 +150,12 @@ class CallbackListener(Protocol):
         ...
 
 
+class PortChecker(Protocol):
+    """Whether a local TCP port could be bound now (the login's callback port)."""
+
+    def is_free(self, host: str, port: int) -> bool: ...
+
+
 class MetadataReply(Protocol):
     """What a discovery request got: the status, the JSON document if the body was one, and
     the `WWW-Authenticate` header."""

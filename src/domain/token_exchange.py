@@ -58,6 +58,7 @@ class TokenReply:
     content_type: str
     body: bytes
     retry_after: str | None = None
+    date: str | None = None  # the IdP's clock, for `doctor`'s skew check
 
 
 @dataclass(frozen=True)

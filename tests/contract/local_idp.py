@@ -7,10 +7,13 @@ the browser-login and discovery suites use a real authorization-server library i
 from __future__ import annotations
 
 import json
+import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 
@@ -27,12 +30,22 @@ class LocalIdp:
 
 @contextmanager
 def local_idp(
-    client_id: str = "app", client_secret: str = "right-secret", *, echo: bool = False
+    client_id: str = "app",
+    client_secret: str = "right-secret",
+    *,
+    echo: bool = False,
+    clock_offset_seconds: float = 0.0,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[LocalIdp]:
-    """Serve a token endpoint; with `echo`, its errors repeat what was sent, as some do."""
+    """Serve a token endpoint; with `echo`, its errors repeat what was sent, as some do; its
+    `Date` header is `clock_offset_seconds` off the real time; over https with `tls`."""
     idp = LocalIdp(client_id, client_secret)
 
     class Handler(BaseHTTPRequestHandler):
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            now = time.time() if timestamp is None else timestamp
+            return formatdate(now + clock_offset_seconds, usegmt=True)
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             form = dict(parse_qsl(self.rfile.read(length).decode()))
@@ -65,7 +78,10 @@ def local_idp(
             """Quiet: the test reads the proxy's stderr, not the server's."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    idp.url = f"http://127.0.0.1:{server.server_address[1]}/oauth/token"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    idp.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/oauth/token"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

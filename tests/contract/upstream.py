@@ -151,21 +151,29 @@ def build_server(idp: LocalIdp, port: int, upstream: Upstream) -> MCPServer:
 
 @asynccontextmanager
 async def running_upstream(
-    idp: LocalIdp, *, legacy_sse: bool = False, **app_options: Any
+    idp: LocalIdp,
+    *,
+    legacy_sse: bool = False,
+    tls: tuple[str, str] | None = None,
+    **app_options: Any,
 ) -> AsyncIterator[Upstream]:
     """The upstream on streamable HTTP at /mcp, or (`legacy_sse`) on the HTTP+SSE transport
-    of MCP 2024-11-05 at /sse."""
+    of MCP 2024-11-05 at /sse; over https with `tls` (certificate chain file, key file)."""
     # A socket that listens before uvicorn starts: connections wait in its backlog, so
     # there is nothing to poll for and no port to race for.
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    upstream = Upstream(f"http://127.0.0.1:{port}/{'sse' if legacy_sse else 'mcp'}", idp)
+    scheme = "https" if tls else "http"
+    upstream = Upstream(f"{scheme}://127.0.0.1:{port}/{'sse' if legacy_sse else 'mcp'}", idp)
     server_app = build_server(idp, port, upstream)
     asgi = server_app.sse_app() if legacy_sse else server_app.streamable_http_app(**app_options)
     app = Recorder(asgi, upstream)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    certificate, key = tls or (None, None)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", ssl_certfile=certificate, ssl_keyfile=key
+    )
     server = uvicorn.Server(config)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(lambda: server.serve(sockets=[sock]))
