@@ -136,11 +136,10 @@ class _Doctor:
     def results(self) -> list[Check]:
         """In order, with every step not reached marked skipped, and every text redacted."""
         shown: list[Check] = []
-        first_failure = next(
-            (name for name in STEPS if self._outcome(name) is Outcome.FAILED), None
-        )
-        for name in STEPS:
-            check = self.checks.get(name) or skipped(name, f"not checked: {first_failure} failed")
+        for index, name in enumerate(STEPS):
+            earlier = [step for step in STEPS[:index] if self._outcome(step) is Outcome.FAILED]
+            blocker = earlier[-1] if earlier else "an earlier step"
+            check = self.checks.get(name) or skipped(name, f"not checked: {blocker} failed")
             shown.append(
                 Check(
                     check.name,
