@@ -23,15 +23,15 @@ class SdkDemoClient:
 
         async with Client(params) as client:
             name = client.server_info.name if client.server_info else "an unnamed server"
-            report("connected", f"MCP {client.protocol_version} with {name}")
+            report("initialize", f"MCP {client.protocol_version} with {name}, through the proxy")
             tools = await client.list_tools()
             report("tools/list", ", ".join(tool.name for tool in tools.tools))
             added = await client.call_tool("add", {"a": 2, "b": 3})
-            report("tools/call add(2, 3)", _text(added))
+            report("tools/call", f"add(2, 3) = {_text(added)}")
             counted = await client.call_tool(
                 "countdown", {"start": 3}, progress_callback=on_progress
             )
-            report("tools/call countdown(3)", f"{_text(counted)} after progress {' '.join(steps)}")
+            report("tools/call", f"countdown(3) = {_text(counted)}, progress {' '.join(steps)}")
 
 
 def _text(result: types.CallToolResult) -> str:

@@ -1,20 +1,18 @@
 """The `demo` command's world: a local IdP and an OAuth-protected MCP server on 127.0.0.1.
 
 The MCP server is the official SDK's (MCPServer on streamable HTTP, bearer tokens checked by
-the SDK's token verification); the IdP is a minimal client-credentials token endpoint that
-issues random tokens. Both need the `demo` extra (`pip install 'mcp-oauth2-proxy[demo]'`).
+the SDK's token verification, its protected resource metadata naming the IdP); the IdP is
+`DemoIdp`. Both need the `demo` extra (`pip install 'mcp-oauth2-proxy[demo]'`).
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import secrets
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import unquote_plus
 
 import anyio
 import httpx
@@ -22,19 +20,16 @@ import uvicorn
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 from starlette.types import ASGIApp
 
-DEMO_CLIENT_ID = "demo-client"
+from .demo_idp import DEMO_CLIENT_ID, DemoIdp, Report
 
 
 @dataclass(frozen=True)
 class DemoEndpoints:
     """Where the demo's servers listen, and the client credentials the IdP accepts."""
 
+    issuer: str
     token_url: str
     mcp_url: str
     client_id: str
@@ -44,27 +39,21 @@ class DemoEndpoints:
 class DemoServers:
     """Runs the demo IdP and MCP server for the length of an `async with running()`."""
 
-    def __init__(self) -> None:
-        self._secret = secrets.token_urlsafe(24)
-        self._issued: set[str] = set()
-
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[DemoEndpoints]:
+    async def running(self, report: Report) -> AsyncIterator[DemoEndpoints]:
         idp_socket, idp_port = _listening_socket()
         mcp_socket, mcp_port = _listening_socket()
-        token_url = f"http://127.0.0.1:{idp_port}/oauth/token"
+        idp = DemoIdp(f"http://127.0.0.1:{idp_port}", secrets.token_urlsafe(24), report)
         mcp_url = f"http://127.0.0.1:{mcp_port}/mcp"
         servers = [
-            _server(self._idp_app()),
-            _server(
-                self._mcp_server(f"http://127.0.0.1:{idp_port}", mcp_url).streamable_http_app()
-            ),
+            _server(idp.app()),
+            _server(self._mcp_server(idp, mcp_url).streamable_http_app()),
         ]
         async with anyio.create_task_group() as tasks:
             for server, sock in zip(servers, (idp_socket, mcp_socket), strict=True):
                 tasks.start_soon(functools.partial(server.serve, sockets=[sock]))
             try:
-                yield DemoEndpoints(token_url, mcp_url, DEMO_CLIENT_ID, self._secret)
+                yield DemoEndpoints(idp.issuer, idp.token_url, mcp_url, DEMO_CLIENT_ID, idp.secret)
             finally:
                 for server in servers:
                     server.should_exit = True
@@ -81,34 +70,8 @@ class DemoServers:
             )
             return response.status_code
 
-    def _idp_app(self) -> Starlette:
-        async def token(request: Request) -> JSONResponse:
-            form = await request.form()
-            client_id, client_secret = form.get("client_id"), form.get("client_secret")
-            basic = request.headers.get("authorization", "")
-            if basic.startswith("Basic "):
-                pair = base64.b64decode(basic[6:]).decode()
-                client_id, _, client_secret = (unquote_plus(p) for p in pair.partition(":"))
-            if form.get("grant_type") != "client_credentials":
-                return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-            ok = client_id == DEMO_CLIENT_ID and secrets.compare_digest(
-                str(client_secret or ""), self._secret
-            )
-            if not ok:
-                return JSONResponse(
-                    {"error": "invalid_client", "error_description": "unknown client"},
-                    status_code=401,
-                )
-            issued = secrets.token_urlsafe(32)
-            self._issued.add(issued)
-            return JSONResponse(
-                {"access_token": issued, "token_type": "Bearer", "expires_in": 3600}
-            )
-
-        return Starlette(routes=[Route("/oauth/token", token, methods=["POST"])])
-
-    def _mcp_server(self, issuer: str, mcp_url: str) -> MCPServer:
-        issued = self._issued
+    def _mcp_server(self, idp: DemoIdp, mcp_url: str) -> MCPServer:
+        issued = idp.issued
 
         class IssuedTokens:
             async def verify_token(self, token: str) -> AccessToken | None:
@@ -121,7 +84,7 @@ class DemoServers:
             log_level="WARNING",
             token_verifier=IssuedTokens(),
             auth=AuthSettings(
-                issuer_url=issuer, resource_server_url=mcp_url, validate_token_resource=False
+                issuer_url=idp.issuer, resource_server_url=mcp_url, validate_token_resource=False
             ),
         )
 

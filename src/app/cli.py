@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -84,9 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         "upstream, callback port), with the fix for each failure (exit 1 if any failed)",
     )
     doctor.add_argument("--json", action="store_true", help="the results as one JSON document")
-    commands.add_parser(
+    demo = commands.add_parser(
         "demo",
         help="see the whole path work against a local IdP and MCP server (needs the demo extra)",
+    )
+    demo.add_argument(
+        "--interactive",
+        action="store_true",
+        help="log in through your browser on the demo IdP's page instead of client credentials",
     )
     return parser
 
@@ -95,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and of `python -m mcp_oauth2_proxy`."""
     arguments = build_parser().parse_args(argv)
     if arguments.command == "demo":
-        return _demo()
+        return _demo(interactive=arguments.interactive)
     if arguments.command == "doctor":
         return _doctor(as_json=arguments.json)
     try:
@@ -257,7 +263,7 @@ async def _stop_on_signal(proxy: Proxy) -> None:
         return  # Windows: Ctrl+C arrives as KeyboardInterrupt, handled in main()
 
 
-def _demo() -> int:
+def _demo(*, interactive: bool) -> int:
     try:
         from .demo import DemoContainer, run_demo
     except ImportError as missing:
@@ -269,15 +275,28 @@ def _demo() -> int:
         return EXIT_FAILURE
     print("mcp-oauth2-proxy demo: an MCP client, the proxy, an IdP and an OAuth-protected")
     print("MCP server, all on 127.0.0.1, with nothing to configure.\n")
+    if interactive:
+        print("Your browser opens the demo IdP's login page: click Approve. If it does not")
+        print("open, open the URL the proxy prints below.\n")
 
     def report(step: str, detail: str) -> None:
-        print(f"  \N{CHECK MARK} {step:<26} {detail}", flush=True)
+        print(f"  \N{CHECK MARK} {step:<12} {detail}", flush=True)
 
     container = DemoContainer()
     try:
-        anyio.run(run_demo, container.servers(), container.client(), report)
+        with tempfile.TemporaryDirectory(prefix="mcp-oauth2-proxy-demo-") as cache_dir:
+            anyio.run(
+                partial(
+                    run_demo,
+                    container.servers(),
+                    container.client(),
+                    report,
+                    interactive=interactive,
+                    cache_dir=cache_dir,
+                )
+            )
     except Exception as error:  # the demo reports any failure rather than a traceback
-        print(f"\n  \N{BALLOT X} the demo failed: {error!r}", file=sys.stderr)
+        print(f"\n  \N{BALLOT X} the demo failed: {error}", file=sys.stderr)
         return EXIT_FAILURE
     print("\nThe token never left the proxy: the client spoke plain stdio MCP. To use a real")
     print("server, set UPSTREAM_URL and the OAUTH2_* settings (docs/getting-started.md).")

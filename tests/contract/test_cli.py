@@ -153,9 +153,30 @@ def test_a_failure_message_is_redacted_too() -> None:
 def test_the_demo_shows_the_whole_path_working() -> None:
     result = run("demo", env={"OAUTH2_SCOPE": "must-not-leak-into-the-demo"})
     assert result.returncode == 0, result.stderr
-    for step in ("HTTP 401 without a token", "tools/list", "add(2, 3)", "lift-off"):
+    for step in (
+        "HTTP 401 without a token",
+        "discovery",
+        "issued an access token to the proxy (client_credentials)",
+        "tools/list",
+        "add(2, 3) = 5",
+        "lift-off",
+    ):
         assert step in result.stdout
     assert "\N{BALLOT X}" not in result.stdout
+
+
+@pytest.mark.parametrize(("consent", "outcome"), [("approve", 0), ("deny", 1)])
+def test_the_interactive_demo_logs_in_through_the_browser(consent: str, outcome: int) -> None:
+    browser = f"{sys.executable} {Path(__file__).with_name('consenting_browser.py')} %s"
+    result = run("demo", "--interactive", env={"BROWSER": browser, "CONSENT": consent})
+    assert result.returncode == outcome, result.stdout + result.stderr
+    if consent == "approve":
+        assert "approved; the IdP sent the browser back to the proxy" in result.stdout
+        assert "(authorization_code with PKCE)" in result.stdout
+        assert "add(2, 3) = 5" in result.stdout
+    else:
+        assert "denied in the browser" in result.stdout
+        assert "access_denied" in result.stderr
 
 
 def test_status_and_logout_for_a_grant_that_caches_nothing() -> None:
