@@ -150,8 +150,8 @@ async def _answer(
             ),
         )
     else:
-        detail = f"{outcome.error}: {outcome.description}" if outcome.description else outcome.error
-        status, page = 400, _page("Login failed", f"The identity provider refused: {detail}")
+        explained = outcome.explain(pending.redirect_uri)
+        status, page = 400, _page("Login failed", f"{explained[:1].upper()}{explained[1:]}.")
     body = page.encode()
     response = h11.Response(
         status_code=status,
@@ -200,15 +200,25 @@ def _authority(host: str, port: int) -> str:
 
 
 def _bind_error(target: RedirectTarget, error: OSError) -> ConfigError:
+    # The port comes from the redirect URI when one is configured, else from the callback
+    # port (set or default: the listener cannot tell, so no source is claimed).
+    if target.configured is not None:
+        setting, source = "oauth2.redirectUri / OAUTH2_REDIRECT_URI", "set"
+        another_port = f"choose another port in {setting} and register it with your IdP"
+    else:
+        setting, source = "oauth2.callbackPort / OAUTH2_CALLBACK_PORT", ""
+        another_port = (
+            f"choose another port with {setting} and register the new redirect URI with your IdP"
+        )
     if error.errno == errno.EADDRINUSE:
         message = (
             f"port {target.port} on {target.host} is already in use, so the login callback "
-            "cannot be received. Stop what holds it (often another proxy's login), or choose "
-            "another port with oauth2.callbackPort / OAUTH2_CALLBACK_PORT (and register the "
-            "new redirect URI with your IdP)"
+            "cannot be received. Stop what holds it (often another proxy's login), or "
+            f"{another_port}"
         )
     else:
-        message = f"cannot listen on {target.host}:{target.port} for the login callback: {error}"
-    return ConfigError(
-        [ConfigProblem("oauth2.callbackPort / OAUTH2_CALLBACK_PORT", "set", message)]
-    )
+        message = (
+            f"cannot listen on {target.host}:{target.port} for the login callback: {error}; "
+            f"{another_port}"
+        )
+    return ConfigError([ConfigProblem(setting, source, message)])

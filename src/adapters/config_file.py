@@ -19,21 +19,28 @@ class JsonConfigFile:
             text = file.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise self._problem(
-                path, f"the file does not exist; fix the path or unset {_SETTING}"
+                f"the file {path} does not exist; fix the path or unset {_SETTING}"
             ) from None
         except IsADirectoryError:
-            raise self._problem(path, "is a directory, not a JSON file") from None
+            raise self._problem(
+                f"{path} is a directory, not a JSON file; point {_SETTING} at the JSON file"
+            ) from None
         except UnicodeDecodeError:
-            raise self._problem(path, "is not UTF-8 text") from None
+            raise self._problem(f"the file {path} is not UTF-8 text; save it as UTF-8") from None
         except OSError as exc:
-            raise self._problem(path, f"cannot be read: {exc.strerror}") from None
+            raise self._problem(
+                f"the file {path} cannot be read: {exc.strerror}; fix its permissions, or "
+                f"point {_SETTING} at a file you can read"
+            ) from None
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise self._problem(
-                path, f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                f"the file {path} is not valid JSON: {exc.msg} at line {exc.lineno} "
+                f"column {exc.colno}; fix it there"
             ) from None
 
     @staticmethod
-    def _problem(path: str, message: str) -> ConfigError:
-        return ConfigError([ConfigProblem(_SETTING, f"env {_SETTING}", f"{path} {message}")])
+    def _problem(message: str) -> ConfigError:
+        # The variable is both the setting and the source: `MCP_PROXY_CONFIG: the file ...`.
+        return ConfigError([ConfigProblem(_SETTING, "", message)])

@@ -15,6 +15,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from ..domain.discovery import SET_ENDPOINTS_YOURSELF
 from ..domain.errors import IdpUnreachableError
 from ..domain.url_guard import url_problem
 from .http_client import failure_reason
@@ -27,9 +28,13 @@ _PROBE_BODY = b'{"jsonrpc":"2.0","id":"mcp-oauth2-proxy-discovery","method":"pin
 
 @dataclass(frozen=True)
 class Reply:
+    """`note` says why a redirect was not followed; `status` is then the redirect's own, or
+    310 (no such status) after too many."""
+
     status: int
     document: object
     challenge: str | None
+    note: str | None = None
 
 
 class HttpDiscovery:
@@ -64,16 +69,16 @@ class HttpDiscovery:
             except httpx.HTTPError as exc:
                 raise IdpUnreachableError(
                     f"discovery could not reach {url}: {failure_reason(exc)}; check that it "
-                    "is reachable from this machine (VPN, HTTPS_PROXY), or set "
-                    "DISCOVERY_ENABLED=false with OAUTH2_TOKEN_URL (and OAUTH2_AUTHORIZATION_URL "
-                    "for the browser login)"
+                    "is reachable from this machine (VPN, HTTPS_PROXY), or "
+                    f"{SET_ENDPOINTS_YOURSELF}"
                 ) from None
             location = response.headers.get("location")
             if response.status_code in (301, 302, 303, 307, 308) and location:
                 target = urljoin(url, location)
                 problem = url_problem(target, allow_insecure_http=self._allow_insecure_http)
                 if problem is not None:
-                    return Reply(response.status_code, None, None)
+                    note = f"redirected to {target}, refused: {problem}"
+                    return Reply(response.status_code, None, None, note)
                 url = target
                 if response.status_code == 303:
                     method, content = "GET", None
@@ -81,7 +86,7 @@ class HttpDiscovery:
             return Reply(
                 response.status_code, _json(response), response.headers.get("www-authenticate")
             )
-        return Reply(310, None, None)
+        return Reply(310, None, None, f"more than {MAX_REDIRECTS} redirects")
 
 
 def _json(response: httpx.Response) -> object:

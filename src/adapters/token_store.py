@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import anyio
@@ -24,6 +24,8 @@ import filelock
 import platformdirs
 
 from ..domain.cached_login import CachedLogin
+from ..domain.errors import ConfigError, ConfigProblem
+from ..domain.settings import SETTINGS_BY_PATH
 from .atomic_file import write_atomically, write_temporary
 from .stderr_log import package_logger
 
@@ -43,10 +45,15 @@ def default_cache_dir() -> Path:
 
 
 class EncryptedFileTokenStore:
-    """The TokenStore port on the local disk, with filelock for the cross-process lock."""
+    """The TokenStore port on the local disk, with filelock for the cross-process lock.
 
-    def __init__(self, directory: Path) -> None:
+    `source` says where the directory came from (`env OAUTH2_TOKEN_CACHE_DIR`, a file, or
+    `default`), for the message when it cannot be used.
+    """
+
+    def __init__(self, directory: Path, *, source: str = "default") -> None:
         self.directory = directory
+        self.source = source
 
     @asynccontextmanager
     async def locked(self, key: str) -> AsyncIterator[None]:
@@ -56,7 +63,8 @@ class EncryptedFileTokenStore:
         # the holder may be another process's browser login that takes minutes.
         while True:
             try:
-                lock.acquire(timeout=0)
+                with self._usable_directory():
+                    lock.acquire(timeout=0)
                 break
             except filelock.Timeout:
                 await anyio.sleep(LOCK_POLL_SECONDS)
@@ -111,7 +119,8 @@ class EncryptedFileTokenStore:
         self._ensure_directory()
         nonce = secrets.token_bytes(NONCE_BYTES)
         sealed = AESGCM(self._key()).encrypt(nonce, login.to_bytes(), login.key.encode())
-        write_atomically(self._entry(login.key), MAGIC + nonce + sealed)
+        with self._usable_directory():
+            write_atomically(self._entry(login.key), MAGIC + nonce + sealed)
 
     def delete(self, key: str) -> bool:
         try:
@@ -124,15 +133,41 @@ class EncryptedFileTokenStore:
         return self.directory / f"{key}.token"
 
     def _ensure_directory(self) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if os.name != "nt" and stat.S_IMODE(self.directory.stat().st_mode) & 0o077:
-            # An existing directory (OAUTH2_TOKEN_CACHE_DIR) readable by others: tighten it.
-            self.directory.chmod(0o700)
+        with self._usable_directory():
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if os.name != "nt" and stat.S_IMODE(self.directory.stat().st_mode) & 0o077:
+                # An existing directory (OAUTH2_TOKEN_CACHE_DIR) readable by others: tighten it.
+                self.directory.chmod(0o700)
+
+    @contextmanager
+    def _usable_directory(self) -> Iterator[None]:
+        """A directory that cannot be created or written (a path under /proc, a read-only
+        mount, another user's directory) is a setting to fix, not a crash: ConfigError."""
+        try:
+            yield
+        except filelock.Timeout:
+            raise  # an OSError too, but only another holder of the lock
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        SETTINGS_BY_PATH["oauth2.tokenCacheDir"].names(),
+                        self.source,
+                        f"cannot use the token cache directory {self.directory}: {reason}; "
+                        "set it to a directory you can write, or fix its permissions",
+                    )
+                ]
+            ) from error
 
     def _key(self) -> bytes:
         """The cache key, created on first use. Two processes creating it at once agree:
         the key is linked into place only if none exists, and the loser reads the winner's."""
         self._ensure_directory()
+        with self._usable_directory():
+            return self._read_or_create_key()
+
+    def _read_or_create_key(self) -> bytes:
         path = self.directory / "key"
         for _ in range(3):
             try:

@@ -183,9 +183,16 @@ async def _status(loaded: LoadedConfig) -> int:
         log.critical("status failed: %s", error)
         return exit_code(error)
     if cached is None:
+        # `login` is the browser login, which grant refresh_token refuses: it starts from the
+        # refresh token it is given.
+        what_to_do = (
+            "Run `mcp-oauth2-proxy login`."
+            if oauth.grant == "authorization_code"
+            else "Set a new oauth2.refreshToken / OAUTH2_REFRESH_TOKEN."
+        )
         print(
             f"Not logged in: no cached login for client {oauth.client_id} at "
-            f"{oauth.token_url} in {cache_directory(oauth)}. Run `mcp-oauth2-proxy login`."
+            f"{oauth.token_url} in {cache_directory(oauth)}. {what_to_do}"
         )
         return EXIT_FAILURE
     saved = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(cached.saved_at))

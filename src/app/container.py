@@ -70,12 +70,17 @@ def cache_directory(oauth: OAuth2Config) -> Path:
     return default_cache_dir()
 
 
-def encrypted_file_token_store(directory: Path) -> TokenStore:
+def cache_directory_source(loaded: LoadedConfig) -> str:
+    """Where OAUTH2_TOKEN_CACHE_DIR came from, for the message when the directory is unusable."""
+    return loaded.source_of("oauth2.tokenCacheDir").describe()
+
+
+def encrypted_file_token_store(directory: Path, source: str = "default") -> TokenStore:
     """The token cache, imported when first needed: its file locking and cryptography cost
     nothing to a grant that keeps no login (docs/performance.md)."""
     from ..adapters.token_store import EncryptedFileTokenStore
 
-    return EncryptedFileTokenStore(directory)
+    return EncryptedFileTokenStore(directory, source=source)
 
 
 def caches_logins(oauth: OAuth2Config) -> bool:
@@ -156,7 +161,9 @@ class Container(containers.DeclarativeContainer):
     )
     port_checker: providers.Provider[PortChecker] = providers.Singleton(LoopbackPortChecker)
     token_store: providers.Provider[TokenStore] = providers.Singleton(
-        encrypted_file_token_store, providers.Callable(cache_directory, oauth2)
+        encrypted_file_token_store,
+        providers.Callable(cache_directory, oauth2),
+        providers.Callable(cache_directory_source, loaded_config),
     )
     discovery_transport: providers.Provider[DiscoveryTransport] = providers.Singleton(
         HttpDiscovery,

@@ -27,6 +27,9 @@ from ..domain.client_registration import (
 from ..domain.config import OAuth2Config, ProxyConfig
 from ..domain.config_merge import LoadedConfig, Source
 from ..domain.discovery import (
+    ASK_FOR_HTTPS,
+    FIX_METADATA_OR_SET_ENDPOINTS,
+    SET_ENDPOINTS_YOURSELF,
     Discovered,
     DiscoveryError,
     ResourceMetadata,
@@ -40,10 +43,11 @@ from ..domain.discovery import (
     unsafe_endpoints,
 )
 from ..domain.errors import ConfigError, ConfigProblem, InsecureUrlError, OAuthError
-from ..domain.ports import ClientRegistry, DiscoveryTransport
+from ..domain.ports import ClientRegistry, DiscoveryTransport, MetadataReply
 from ..domain.redaction import Redactor
+from ..domain.settings import SETTINGS_BY_PATH
 from ..domain.token_exchange import TokenRequestBuilder, resource_indicator
-from ..domain.url_guard import url_problem
+from ..domain.url_guard import insecure_reason
 
 if TYPE_CHECKING:
     from .interactive_login import InteractiveLogin
@@ -54,12 +58,12 @@ notices = notice_logger()
 # Configured values that belong to one authorization server (setting → field): a move is
 # not followed with them.
 _BOUND_TO_THE_SERVER = {
-    "OAUTH2_TOKEN_URL": "token_url",
-    "OAUTH2_AUTHORIZATION_URL": "authorization_url",
-    "OAUTH2_CLIENT_SECRET": "client_secret",
-    "OAUTH2_PASSWORD": "password",
-    "OAUTH2_AUTHORIZATION_CODE": "authorization_code",
-    "OAUTH2_CODE_VERIFIER": "code_verifier",
+    "oauth2.tokenUrl": "token_url",
+    "oauth2.authorizationUrl": "authorization_url",
+    "oauth2.clientSecret": "client_secret",
+    "oauth2.password": "password",
+    "oauth2.authorizationCode": "authorization_code",
+    "oauth2.codeVerifier": "code_verifier",
 }
 
 DISCOVERY_TIMEOUT_SECONDS = 30.0
@@ -108,8 +112,8 @@ class Discovery:
         if waiting.cancelled_caught:
             raise DiscoveryError(
                 f"discovery did not finish within {DISCOVERY_TIMEOUT_SECONDS:g} s; check that "
-                f"{config.upstream.url} and its authorization server are reachable, or set "
-                "DISCOVERY_ENABLED=false with OAUTH2_TOKEN_URL and OAUTH2_AUTHORIZATION_URL"
+                f"{config.upstream.url} and its authorization server are reachable from this "
+                f"machine (VPN, HTTPS_PROXY), or {SET_ENDPOINTS_YOURSELF}"
             )
         return found
 
@@ -156,7 +160,7 @@ class Discovery:
         allow = config.security.allow_insecure_http
         tried: list[str] = []
         probe = await self._transport.probe(upstream)
-        tried.append(f"POST {upstream} (no token) → {probe.status}")
+        tried.append(f"POST {upstream} (no token) → {_answer(probe)}")
         challenge = bearer_challenge(probe.challenge) if probe.status in (401, 403) else {}
         resource = await self._resource_metadata(upstream, challenge, tried, allow)
         issuers = resource.authorization_servers if resource else [_origin(upstream)]
@@ -196,34 +200,43 @@ class Discovery:
         self, upstream: str, challenge: dict[str, str], tried: list[str], allow: bool
     ) -> ResourceMetadata | None:
         for url in resource_metadata_urls(upstream, challenge.get("resource_metadata")):
-            if (problem := url_problem(url, allow_insecure_http=allow)) is not None:
-                tried.append(f"skipped {url}: {problem}")
+            if (reason := insecure_reason(url, allow_insecure_http=allow)) is not None:
+                tried.append(f"skipped {url}: {reason}")
                 continue
             reply = await self._transport.get_json(url)
-            tried.append(f"GET {url} → {reply.status}")
+            tried.append(f"GET {url} → {_answer(reply)}")
             if reply.status == 200 and reply.document is not None:
                 return read_resource_metadata(reply.document, upstream, url)
         return None
 
     async def _server_metadata(self, issuer: str, tried: list[str], allow: bool) -> ServerMetadata:
-        if (problem := url_problem(issuer, allow_insecure_http=allow)) is not None:
-            raise InsecureUrlError([ConfigProblem("discovered issuer", issuer, problem)])
+        if (reason := insecure_reason(issuer, allow_insecure_http=allow)) is not None:
+            raise InsecureUrlError(
+                [
+                    ConfigProblem(
+                        "discovered authorization server", issuer, f"{reason}; {ASK_FOR_HTTPS}"
+                    )
+                ]
+            )
         for url in authorization_server_metadata_urls(issuer):
             reply = await self._transport.get_json(url)
-            tried.append(f"GET {url} → {reply.status}")
+            tried.append(f"GET {url} → {_answer(reply)}")
             if reply.status == 200 and reply.document is not None:
                 metadata = read_server_metadata(reply.document, issuer, url)
                 unsafe = unsafe_endpoints(metadata, allow_insecure_http=allow)
                 if unsafe:
                     raise InsecureUrlError(
-                        [ConfigProblem("discovery", url, problem) for problem in unsafe]
+                        [
+                            ConfigProblem("authorization server metadata", url, problem)
+                            for problem in unsafe
+                        ]
                     )
                 return metadata
         raise DiscoveryError(
             "could not discover the authorization server. Tried: "
             + "; ".join(tried)
-            + ". Set DISCOVERY_ENABLED=false with OAUTH2_TOKEN_URL and "
-            "OAUTH2_AUTHORIZATION_URL (and OAUTH2_CLIENT_ID) instead"
+            + ". The MCP server publishes no usable OAuth metadata: "
+            + FIX_METADATA_OR_SET_ENDPOINTS
         )
 
     async def _client_for(self, found: Discovered, oauth: OAuth2Config) -> RegisteredClient:
@@ -372,7 +385,11 @@ class Rediscovery:
         """Why this configuration must stay with the server it was written for, if it must:
         what it holds for that server must never reach one the MCP server names instead."""
         oauth = self.original.config.oauth2
-        held = [env for env, name in _BOUND_TO_THE_SERVER.items() if getattr(oauth, name)]
+        held = [
+            SETTINGS_BY_PATH[path].names()
+            for path, name in _BOUND_TO_THE_SERVER.items()
+            if getattr(oauth, name)
+        ]
         if held:
             return (
                 f"{', '.join(held)} {'is' if len(held) == 1 else 'are'} for the old one and "
@@ -384,3 +401,8 @@ class Rediscovery:
                 "(for grant authorization_code, run `mcp-oauth2-proxy login` first)"
             )
         return None
+
+
+def _answer(reply: MetadataReply) -> str:
+    """A reply for the "Tried" list: its status, or why it was not followed further."""
+    return reply.note or str(reply.status)

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from ..adapters.stderr_log import package_logger
 from ..domain.config import OAuth2Config
 from ..domain.errors import ConfigError, ConfigProblem, OAuthError, TokenEndpointError
+from ..domain.settings import SETTINGS_BY_PATH
 from ..domain.token_exchange import TokenRequestBuilder
 from ..domain.token_lifecycle import IssuedTokens
 from .interactive_login import InteractiveLogin
@@ -210,5 +211,12 @@ def _secret(value: SecretStr | None) -> str | None:
 
 def _required(value: str | None, path: str) -> str:
     if value is None:
-        raise ConfigError([ConfigProblem(path, "not set", "required to request tokens")])
+        setting = SETTINGS_BY_PATH[path]
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    setting.names(), "", f"required to request tokens; {setting.how_to_set()}"
+                )
+            ]
+        )
     return value

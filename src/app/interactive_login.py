@@ -59,17 +59,24 @@ class InteractiveLogin:
         OAuthError: the IdP refused, or the login was not finished in time.
         """
         endpoint = self._oauth.authorization_url
+        found = self._discovered
         if endpoint is None:
+            what_to_do = (
+                "set it, or turn discovery on (discovery.enabled / DISCOVERY_ENABLED=true) so "
+                "it is found from the MCP server"
+                if found is None
+                else f"the authorization server {found.issuer} publishes none "
+                "(authorization_endpoint), so set it"
+            )
             raise ConfigError(
                 [
                     ConfigProblem(
                         "oauth2.authorizationUrl / OAUTH2_AUTHORIZATION_URL",
-                        "not set",
-                        "interactive login needs the IdP's authorization endpoint",
+                        "",
+                        f"interactive login needs the IdP's authorization endpoint; {what_to_do}",
                     )
                 ]
             )
-        found = self._discovered
         if found is not None and not found.s256_advertised and not self._oauth.assume_pkce:
             raise OAuthError(
                 f"the authorization server {found.issuer} does not advertise PKCE with S256 "
@@ -115,10 +122,7 @@ class InteractiveLogin:
                 )
             redirect_uri = pending.redirect_uri
         if isinstance(outcome, Denied):
-            said = (
-                f"{outcome.error}: {outcome.description}" if outcome.description else outcome.error
-            )
-            raise OAuthError(f"the identity provider refused the login: {said}")
+            raise OAuthError(outcome.explain(redirect_uri))
         log.info("browser login received; exchanging the authorization code")
         request = self._builder.authorization_code(
             outcome.code, redirect_uri=redirect_uri, code_verifier=secrets.verifier

@@ -88,8 +88,9 @@ class TokenManager:
         interactive = self._grant.interactive
         if interactive is None:
             raise OAuthError(
-                f"grant {self._grant.name} has no browser login; `login` is for grant "
-                "authorization_code"
+                "mcp-oauth2-proxy login is only for oauth2.grant / "
+                f"OAUTH2_GRANT=authorization_code; grant {self._grant.name} gets its tokens by "
+                "itself at every start, so there is nothing to log in to"
             )
         async with self._lock, self._shared():
             return self._keep(await interactive.run())
@@ -235,8 +236,12 @@ class TokenManager:
         if rejected is not None:
             if not self._grant.can_start:
                 raise rejected
+            browser = " (a browser login)" if self._grant.name == "authorization_code" else ""
             log.warning(
-                "the refresh token was rejected; starting the grant again",
+                "the refresh token was rejected (expired or revoked); getting new tokens with "
+                "grant %s%s",
+                self._grant.name,
+                browser,
                 extra={"grant": self._grant.name},
             )
         return await self._grant.start()

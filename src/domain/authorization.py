@@ -125,6 +125,15 @@ class Denied:
     error: str
     description: str | None
 
+    def explain(self, redirect_uri: str) -> str:
+        """What happened and what to do, for the log and the browser page alike."""
+        said = f"{self.error}: {self.description}" if self.description else self.error
+        return (
+            f"the IdP refused the login ({said}). If you cancelled, run mcp-oauth2-proxy login "
+            "again; for invalid_scope check oauth2.scope / OAUTH2_SCOPE; for a redirect_uri "
+            f"error register {redirect_uri} with the IdP"
+        )
+
 
 @dataclass(frozen=True)
 class Refused:

@@ -2,8 +2,8 @@
 
 The rules live here, apart from reading the file or the process environment, so they can be
 tested with plain dictionaries. Every value remembers where it came from, so an error (and the
-`config` command) can say "oauth2.callbackPort (env OAUTH2_CALLBACK_PORT)" rather than just
-"invalid port".
+`config` command) can say "oauth2.callbackPort / OAUTH2_CALLBACK_PORT (env OAUTH2_CALLBACK_PORT)"
+rather than just "invalid port".
 
 Choices made here, documented in docs/configuration.md:
 - an environment variable that is empty or only white space counts as unset (MCP hosts' config
@@ -25,7 +25,7 @@ from pydantic_core import ErrorDetails
 
 from .config import ProxyConfig
 from .errors import ConfigError, ConfigProblem
-from .settings import SETTINGS, SETTINGS_BY_PATH, Kind, Setting
+from .settings import CONFIG_FILE_ENV, SETTINGS, SETTINGS_BY_PATH, Kind, Setting
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -41,13 +41,15 @@ class Source:
     kind: Literal["default", "file", "env", "discovery"]
     where: str = ""
 
-    def describe(self, path: str) -> str:
+    def describe(self) -> str:
+        """`env OAUTH2_SCOPE`, `file /etc/proxy.json`, `discovered from <issuer>` or
+        `default`; the setting itself is named beside it, so the key is not repeated."""
         if self.kind == "env":
             return f"env {self.where}"
         if self.kind == "discovery":
             return f"discovered from {self.where}"
         if self.kind == "file":
-            return f"{self.where}, key {path}"
+            return f"file {self.where}"
         return "default"
 
 
@@ -91,7 +93,7 @@ def merge_config(
         try:
             value = _parse_env(setting, raw)
         except ValueError as exc:
-            problems.append(ConfigProblem(setting.path, source.describe(setting.path), str(exc)))
+            problems.append(ConfigProblem(setting.names(), source.describe(), str(exc)))
             continue
         section = document.setdefault(setting.section, {})
         if isinstance(section, dict):
@@ -124,7 +126,12 @@ def _file_sections(
 ) -> dict[str, Any]:
     if not isinstance(document, dict):
         problems.append(
-            ConfigProblem("(top level)", source.where, "expected a JSON object of sections")
+            ConfigProblem(
+                CONFIG_FILE_ENV,
+                source.describe(),
+                "expected a JSON object of sections such as "
+                f'{{"upstream": {{"url": "https://host/mcp"}}}}, got a JSON {json_type(document)}',
+            )
         )
         return {}
     sections: dict[str, Any] = {}
@@ -179,6 +186,18 @@ def _parse_json_object(raw: str) -> dict[str, str]:
     return value
 
 
+def _unquoted(value: object, kind: Kind) -> str:
+    """The hint for a number or a boolean written as a JSON string in the file ("8080")."""
+    if not isinstance(value, str):
+        return ""
+    word = value.strip().lower()
+    if kind is Kind.INTEGER and _INTEGER.fullmatch(word):
+        return f"; write it without quotes: {int(word)}"
+    if kind is Kind.BOOLEAN and word in ("true", "false"):
+        return f"; write it without quotes: {word}"
+    return ""
+
+
 def _as_json(value: object) -> str:
     try:
         return json.dumps(value, ensure_ascii=False)
@@ -198,12 +217,14 @@ def json_type(value: object) -> str:
 
 def _describe(error: ErrorDetails, sources: Mapping[str, Source]) -> ConfigProblem:
     loc = [str(part) for part in error["loc"]]
-    path = ".".join(loc)
     setting_path = ".".join(loc[:2])
     setting = SETTINGS_BY_PATH.get(setting_path)
-    source = sources.get(setting_path) or sources.get(loc[0]) if loc else None
-    where = source.describe(setting_path if len(loc) > 1 else loc[0]) if source else "not set"
-    return ConfigProblem(path, where, _message(error, loc, setting))
+    source = (sources.get(setting_path) or sources.get(loc[0])) if loc else None
+    label = setting.names() if setting is not None else ".".join(loc)
+    message = _message(error, loc, setting)
+    if setting is not None and len(loc) > 2 and error["type"] != "string_type":
+        message = f"key {json.dumps('.'.join(loc[2:]))}: {message}"
+    return ConfigProblem(label, source.describe() if source else "", message)
 
 
 def _message(error: ErrorDetails, loc: list[str], setting: Setting | None) -> str:
@@ -211,7 +232,7 @@ def _message(error: ErrorDetails, loc: list[str], setting: Setting | None) -> st
     shown = "" if setting is None or setting.secret else f", got {_as_json(error['input'])}"
     if kind == "missing":
         if setting is not None:
-            return f'required but not set: set {setting.env} or "{setting.path}" in the config file'
+            return f"required but not set; {setting.how_to_set()}"
         return "required but not set"
     if kind == "extra_forbidden":
         if len(loc) == 1:
@@ -219,11 +240,14 @@ def _message(error: ErrorDetails, loc: list[str], setting: Setting | None) -> st
         known = sorted(s.key for s in SETTINGS if s.section == loc[0])
         return f"unknown key (check its spelling); known keys are {', '.join(known)}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"expected an integer{shown}"
+        hint = _unquoted(error["input"], Kind.INTEGER) if shown else ""
+        return f"expected an integer{shown}{hint}"
     if kind in ("bool_type", "bool_parsing"):
-        return f"expected true or false{shown}"
+        hint = _unquoted(error["input"], Kind.BOOLEAN) if shown else ""
+        return f"expected true or false{shown}{hint}"
     if kind in ("string_type",):
-        return f"expected a string, got a JSON {json_type(error['input'])}"
+        key = f" for key {json.dumps(loc[2])}" if len(loc) > 2 else ""
+        return f"expected a string{key}, got a JSON {json_type(error['input'])}"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return "expected a JSON object"
     if kind == "literal_error":

@@ -37,7 +37,7 @@ def config_report(loaded: LoadedConfig) -> list[ReportLine]:
             setting.path,
             setting.env,
             _shown(_value(loaded, setting)),
-            loaded.source_of(setting.path).describe(setting.path),
+            loaded.source_of(setting.path).describe(),
         )
         for setting in SETTINGS
     ]

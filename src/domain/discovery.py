@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import OAuthError
-from .url_guard import url_problem
+from .url_guard import insecure_reason
 
 PRM_WELL_KNOWN = "/.well-known/oauth-protected-resource"
 AS_WELL_KNOWN = "/.well-known/oauth-authorization-server"
@@ -25,6 +25,20 @@ _CHALLENGE_ITEM = re.compile(
     r"(?P<name>[!#$%&'*+\-.^_`|~0-9A-Za-z]+)"
     r'(?P<eq>\s*=\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<token>[^\s,"]*)))?'
 )
+
+
+# The way out of every discovery failure: the settings discovery would have filled in.
+SET_ENDPOINTS_YOURSELF = (
+    "turn discovery off (discovery.enabled / DISCOVERY_ENABLED=false) and set "
+    "oauth2.tokenUrl / OAUTH2_TOKEN_URL and oauth2.clientId / OAUTH2_CLIENT_ID yourself (and "
+    "oauth2.authorizationUrl / OAUTH2_AUTHORIZATION_URL for the browser login)"
+)
+# For metadata the MCP server or its authorization server publishes wrongly.
+FIX_METADATA_OR_SET_ENDPOINTS = (
+    f"ask the server's operator to fix its OAuth metadata, or {SET_ENDPOINTS_YOURSELF}"
+)
+# For an authorization server that publishes a cleartext endpoint off loopback.
+ASK_FOR_HTTPS = f"ask the server's operator for https, or {SET_ENDPOINTS_YOURSELF}"
 
 
 class DiscoveryError(OAuthError):
@@ -124,15 +138,19 @@ def read_resource_metadata(document: object, upstream: str, url: str) -> Resourc
     try:
         metadata = ResourceMetadata.model_validate(document)
     except ValidationError:
-        raise DiscoveryError(f"{url} is not protected resource metadata (RFC 9728)") from None
+        raise DiscoveryError(
+            f"{url} is not protected resource metadata (RFC 9728); {FIX_METADATA_OR_SET_ENDPOINTS}"
+        ) from None
     if not metadata.authorization_servers:
-        raise DiscoveryError(f"{url} names no authorization server (authorization_servers)")
+        raise DiscoveryError(
+            f"{url} names no authorization server (authorization_servers); "
+            f"{FIX_METADATA_OR_SET_ENDPOINTS}"
+        )
     if not resource_covers(metadata.resource, upstream):
         raise DiscoveryError(
             f"{url} describes resource {metadata.resource!r}, not the upstream {upstream!r}; "
-            "the proxy will not take its authorization server (RFC 9728 §3.3). If the server "
-            "is misconfigured, set oauth2.tokenUrl / OAUTH2_TOKEN_URL and "
-            "oauth2.authorizationUrl / OAUTH2_AUTHORIZATION_URL with DISCOVERY_ENABLED=false"
+            "the proxy will not take its authorization server (RFC 9728 §3.3). "
+            f"{FIX_METADATA_OR_SET_ENDPOINTS[:1].upper()}{FIX_METADATA_OR_SET_ENDPOINTS[1:]}"
         )
     return metadata
 
@@ -158,11 +176,15 @@ def read_server_metadata(document: object, issuer: str, url: str) -> ServerMetad
     try:
         metadata = ServerMetadata.model_validate(document)
     except ValidationError:
-        raise DiscoveryError(f"{url} is not authorization server metadata (RFC 8414)") from None
+        raise DiscoveryError(
+            f"{url} is not authorization server metadata (RFC 8414); "
+            f"{FIX_METADATA_OR_SET_ENDPOINTS}"
+        ) from None
     if metadata.issuer.rstrip("/") != issuer.rstrip("/"):
         raise DiscoveryError(
             f"{url} says its issuer is {metadata.issuer!r}, not {issuer!r}: refusing metadata "
-            "that could send logins and tokens elsewhere (RFC 8414 §3.3)"
+            "that could send logins and tokens elsewhere (RFC 8414 §3.3); "
+            f"{FIX_METADATA_OR_SET_ENDPOINTS}"
         )
     return metadata
 
@@ -206,14 +228,15 @@ def choose_scope(
 
 
 def unsafe_endpoints(metadata: ServerMetadata, *, allow_insecure_http: bool) -> list[str]:
-    """The discovered endpoints that would carry secrets in cleartext, with the reason."""
+    """The discovered endpoints that would carry secrets in cleartext, with the reason and
+    what to do: they are the server's to fix, or yours to set instead."""
     problems = []
     for name in ("authorization_endpoint", "token_endpoint", "registration_endpoint"):
         url = getattr(metadata, name)
         if url is not None:
-            problem = url_problem(url, allow_insecure_http=allow_insecure_http)
-            if problem is not None:
-                problems.append(f"discovered {name} {url} {problem}")
+            reason = insecure_reason(url, allow_insecure_http=allow_insecure_http)
+            if reason is not None:
+                problems.append(f"{name} {url} {reason}; {ASK_FOR_HTTPS}")
     return problems
 
 

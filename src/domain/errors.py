@@ -25,13 +25,20 @@ class ProxyError(Exception):
 
 @dataclass(frozen=True)
 class ConfigProblem:
-    """One thing wrong with the configuration, with where the offending value came from."""
+    """One thing wrong with the configuration, with where the offending value came from.
+
+    `field` names the setting (`oauth2.callbackPort / OAUTH2_CALLBACK_PORT`); `source` is where
+    its value came from (`file /etc/proxy.json`, `env OAUTH2_CALLBACK_PORT`), or empty when
+    it was not set at all, so the line reads `field (source): message` or `field: message`.
+    """
 
     field: str
     source: str
     message: str
 
     def __str__(self) -> str:
+        if not self.source:
+            return f"{self.field}: {self.message}"
         return f"{self.field} ({self.source}): {self.message}"
 
 

@@ -29,17 +29,16 @@ def check_grant_requirements(loaded: LoadedConfig, *, discovery_pending: bool = 
     for path in (*always, *_BY_GRANT[oauth.grant]):
         if values[path.split(".", 1)[1]] is None:
             setting = SETTINGS_BY_PATH[path]
+            not_found = (
+                ""
+                if discovery_pending or not loaded.config.discovery.enabled
+                else ", and discovery did not find it"
+            )
             problems.append(
                 ConfigProblem(
-                    path,
-                    "not set",
-                    f"required for grant {oauth.grant}: set {setting.env} or "
-                    f'"{setting.path}" in the config file'
-                    + (
-                        ""
-                        if discovery_pending or not loaded.config.discovery.enabled
-                        else " (discovery did not find it)"
-                    ),
+                    setting.names(),
+                    "",
+                    f"required for grant {oauth.grant}{not_found}; {setting.how_to_set()}",
                 )
             )
     # authorization_code with interactive=false and no refresh token or code is no error

@@ -157,8 +157,8 @@ class PortChecker(Protocol):
 
 
 class MetadataReply(Protocol):
-    """What a discovery request got: the status, the JSON document if the body was one, and
-    the `WWW-Authenticate` header."""
+    """What a discovery request got: the status, the JSON document if the body was one, the
+    `WWW-Authenticate` header, and `note`, why a redirect was not followed (else None)."""
 
     @property
     def status(self) -> int: ...
@@ -168,6 +168,9 @@ class MetadataReply(Protocol):
 
     @property
     def challenge(self) -> str | None: ...
+
+    @property
+    def note(self) -> str | None: ...
 
 
 class DiscoveryTransport(Protocol):

@@ -38,8 +38,9 @@ class RetryOn401:
 PERSISTENT_401_ADVICE = (
     "the upstream rejected a freshly issued token too (HTTP 401). Likely causes: the token "
     "lacks a scope the server needs (oauth2.scope / OAUTH2_SCOPE), it was issued for another "
-    "audience or resource (OAUTH2_AUDIENCE, OAUTH2_RESOURCE), the grant was revoked, or this "
-    "client is not authorized for the server"
+    "audience or resource (oauth2.audience / OAUTH2_AUDIENCE, oauth2.resource / "
+    "OAUTH2_RESOURCE), the login was revoked (with a browser login, run mcp-oauth2-proxy "
+    "login again), or this client is not authorized for the server (ask its operator)"
 )
 
 

@@ -49,6 +49,10 @@ class Setting:
         """Both spellings, for messages: `oauth2.clientId / OAUTH2_CLIENT_ID`."""
         return f"{self.path} / {self.env}"
 
+    def how_to_set(self) -> str:
+        """Where to set it, for a message about a missing value."""
+        return f'set {self.env}, or "{self.path}" in the JSON file {CONFIG_FILE_ENV} names'
+
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(

@@ -247,7 +247,10 @@ _HINTS = {
     "OAUTH2_GRANT.",
     "invalid_request": "Check oauth2.extraParams / OAUTH2_EXTRA_PARAMS, oauth2.audience / "
     "OAUTH2_AUDIENCE and oauth2.resource / OAUTH2_RESOURCE.",
-    "access_denied": "The IdP denied access: check the client's and the user's permissions.",
+    "invalid_target": "The IdP refused the resource indicator: check oauth2.resource / "
+    "OAUTH2_RESOURCE, or set it to none to send none.",
+    "access_denied": "The IdP denied access: check the client's and the user's permissions, "
+    "and oauth2.scope / OAUTH2_SCOPE.",
     "slow_down": "The IdP asks this client to slow down; try again in a little while.",
 }
 _INVALID_GRANT_HINTS = {
@@ -257,7 +260,9 @@ _INVALID_GRANT_HINTS = {
     "authorization_code": "The authorization code is used, expired, or does not match "
     "oauth2.redirectUri / OAUTH2_REDIRECT_URI and oauth2.codeVerifier / OAUTH2_CODE_VERIFIER.",
     "password": "Check oauth2.username / OAUTH2_USERNAME and oauth2.password / OAUTH2_PASSWORD.",
-    "client_credentials": "Check the client's settings at the IdP.",
+    "client_credentials": "The IdP refused client credentials for this client: check at the "
+    "IdP that it may use client_credentials, and oauth2.scope / OAUTH2_SCOPE and "
+    "oauth2.audience / OAUTH2_AUDIENCE.",
 }
 
 

@@ -35,19 +35,41 @@ def is_loopback_host(host: str) -> bool:
 
 
 def url_problem(url: str, *, allow_insecure_http: bool) -> str | None:
-    """Why `url` may not carry tokens, or None when it may."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "https":
-        return None
-    if scheme != "http":
-        return f"uses scheme {scheme or '(none)'!r}; only https:// (or http:// on loopback) works"
-    if allow_insecure_http or is_loopback_host(parts.hostname or ""):
-        return None
+    """Why `url` may not carry tokens, and what to do about a URL you set, or None when it
+    may."""
+    host = _cleartext_host(url, allow_insecure_http=allow_insecure_http)
+    if host is None:
+        return _scheme_problem(url)
     return (
-        f"is cleartext http:// to {parts.hostname!r}, which is not loopback; switch to https://, "
-        "use a loopback tunnel, or (trusted testing only) set ALLOW_INSECURE_HTTP=true"
+        f"is cleartext http:// to {host!r}, which is not loopback; switch to https://, use a "
+        "loopback tunnel, or (trusted testing only) set security.allowInsecureHttp / "
+        "ALLOW_INSECURE_HTTP=true"
     )
+
+
+def insecure_reason(url: str, *, allow_insecure_http: bool) -> str | None:
+    """Why `url` may not carry tokens, without the advice (a discovered URL is fixed by its
+    server's operator, not in this configuration), or None when it may."""
+    host = _cleartext_host(url, allow_insecure_http=allow_insecure_http)
+    if host is None:
+        return _scheme_problem(url)
+    return f"is cleartext http:// to {host!r}, which is not loopback"
+
+
+def _scheme_problem(url: str) -> str | None:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("https", "http"):
+        return None
+    return f"uses scheme {scheme or '(none)'!r}; only https:// (or http:// on loopback) works"
+
+
+def _cleartext_host(url: str, *, allow_insecure_http: bool) -> str | None:
+    """The host of an http:// URL that would leave this machine unless allowed, else None."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http" or allow_insecure_http:
+        return None
+    host = parts.hostname or ""
+    return None if is_loopback_host(host) else host
 
 
 def check_url(url: str, setting_path: str, source: str, *, allow_insecure_http: bool) -> None:
@@ -71,7 +93,7 @@ def check_config_urls(loaded: LoadedConfig) -> None:
             continue
         problem = url_problem(url, allow_insecure_http=allow)
         if problem is not None:
-            source = loaded.source_of(path).describe(path)
+            source = loaded.source_of(path).describe()
             problems.append(
                 ConfigProblem(SETTINGS_BY_PATH[path].names(), source, f"{url} {problem}")
             )

@@ -101,10 +101,19 @@ def test_an_unreachable_idp_names_the_url_and_what_to_check() -> None:
 @pytest.mark.parametrize(
     ("env", "fragments"),
     [
-        ({}, ["upstream.url (not set)", "UPSTREAM_URL"]),
+        (
+            {},
+            [
+                "upstream.url / UPSTREAM_URL: required but not set; set UPSTREAM_URL, or "
+                '"upstream.url" in the JSON file MCP_PROXY_CONFIG names'
+            ],
+        ),
         (
             {"UPSTREAM_URL": "https://m.example/mcp", "OAUTH2_CALLBACK_PORT": "eighty"},
-            ["oauth2.callbackPort (env OAUTH2_CALLBACK_PORT)", "expected an integer"],
+            [
+                "oauth2.callbackPort / OAUTH2_CALLBACK_PORT (env OAUTH2_CALLBACK_PORT)",
+                "expected an integer",
+            ],
         ),
         (
             {
@@ -116,7 +125,10 @@ def test_an_unreachable_idp_names_the_url_and_what_to_check() -> None:
         ),
         (
             {"MCP_PROXY_CONFIG": "/nonexistent/proxy.json"},
-            ["/nonexistent/proxy.json", "does not exist"],
+            [
+                "MCP_PROXY_CONFIG: the file /nonexistent/proxy.json does not exist; fix the path "
+                "or unset MCP_PROXY_CONFIG"
+            ],
         ),
     ],
 )
@@ -136,8 +148,47 @@ def test_a_config_file_error_names_the_file_and_key(tmp_path: Path) -> None:
     result = run(env={"MCP_PROXY_CONFIG": str(path)})
     assert result.returncode == 2
     assert (
-        f"upstream.timeoutMs ({path}, key upstream.timeoutMs): expected an integer" in result.stderr
+        f"upstream.timeoutMs / UPSTREAM_TIMEOUT_MS (file {path}): expected an integer, got "
+        '"5"; write it without quotes: 5' in result.stderr
     )
+
+
+def refresh_token_env(cache_dir: Path) -> dict[str, str]:
+    return {
+        "UPSTREAM_URL": "http://127.0.0.1:9/mcp",
+        "OAUTH2_GRANT": "refresh_token",
+        "OAUTH2_CLIENT_ID": "app",
+        "OAUTH2_TOKEN_URL": "http://127.0.0.1:9/token",
+        "OAUTH2_REFRESH_TOKEN": "rt-cli-test-Zq83",
+        "OAUTH2_TOKEN_CACHE_DIR": str(cache_dir),
+        "DISCOVERY_ENABLED": "false",
+    }
+
+
+def test_an_unusable_token_cache_directory_is_a_configuration_error(tmp_path: Path) -> None:
+    """Not a traceback: the setting, where it came from, why, and what to do (exit 2)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    cache_dir = blocker / "cache"
+    result = run(env=refresh_token_env(cache_dir))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert (
+        "oauth2.tokenCacheDir / OAUTH2_TOKEN_CACHE_DIR (env OAUTH2_TOKEN_CACHE_DIR): cannot use "
+        f"the token cache directory {cache_dir}: Not a directory; set it to a directory you "
+        "can write, or fix its permissions" in result.stderr
+    )
+    assert "rt-cli-test-Zq83" not in result.stderr
+
+
+def test_status_without_a_login_for_grant_refresh_token_asks_for_a_new_token(
+    tmp_path: Path,
+) -> None:
+    status = run("status", env=refresh_token_env(tmp_path / "cache"))
+    assert status.returncode == 1, status.stderr
+    assert status.stdout.startswith("Not logged in: no cached login for client app at ")
+    assert status.stdout.strip().endswith("Set a new oauth2.refreshToken / OAUTH2_REFRESH_TOKEN.")
+    assert "mcp-oauth2-proxy login" not in status.stdout
 
 
 def test_a_failure_message_is_redacted_too() -> None:
@@ -202,7 +253,7 @@ def test_config_shows_every_value_and_its_source_and_never_a_secret(tmp_path: Pa
     shown = run("config", env=env)
     assert shown.returncode == 0, shown.stderr
     lines = {line.split()[0]: line for line in shown.stdout.splitlines()}
-    assert lines["oauth2.scope"].endswith(f"({config_file}, key oauth2.scope)")
+    assert lines["oauth2.scope"].endswith(f"(file {config_file})")
     assert "mcp:read" in lines["oauth2.scope"]
     assert lines["oauth2.clientSecret"].split()[1] == "set"
     assert lines["oauth2.clientId"].endswith("(env OAUTH2_CLIENT_ID)")
@@ -216,7 +267,7 @@ def test_config_shows_every_value_and_its_source_and_never_a_secret(tmp_path: Pa
         "key": "oauth2.clientSecret",
         "env": "OAUTH2_CLIENT_SECRET",
         "value": "set",
-        "source": f"{config_file}, key oauth2.clientSecret",
+        "source": f"file {config_file}",
     }
     assert secret not in as_json.stdout
 

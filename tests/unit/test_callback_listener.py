@@ -127,7 +127,9 @@ async def test_idp_error_is_denied_and_shown_html_escaped() -> None:
             session.url(error="access_denied", error_description=description, state=SECRETS.state)
         )
         assert response.status_code == 400
-        assert "access_denied" in response.text
+        assert "The IdP refused the login (access_denied: " in response.text
+        assert "If you cancelled, run mcp-oauth2-proxy login again" in response.text
+        assert f"register {session.pending.redirect_uri} with the IdP" in response.text
         assert "&lt;script&gt;" in response.text
         assert "<script" not in response.text
         assert "&amp; more" in response.text
@@ -177,6 +179,24 @@ async def test_busy_port_is_a_config_error_naming_the_setting() -> None:
             await enter_and_leave(RedirectTarget("127.0.0.1", port, "/callback"))
     assert str(port) in str(caught.value)
     assert "already in use" in str(caught.value)
+    assert "register the new redirect URI with your IdP" in str(caught.value)
+
+
+async def test_busy_port_of_a_configured_redirect_uri_names_that_setting() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        configured = f"http://127.0.0.1:{port}/cb"
+        with pytest.raises(ConfigError) as caught:
+            await enter_and_leave(RedirectTarget("127.0.0.1", port, "/cb", configured))
+    (problem,) = caught.value.problems
+    assert problem.field == "oauth2.redirectUri / OAUTH2_REDIRECT_URI"
+    assert problem.message.endswith(
+        "choose another port in oauth2.redirectUri / OAUTH2_REDIRECT_URI and register it with "
+        "your IdP"
+    )
+    assert "OAUTH2_CALLBACK_PORT" not in str(caught.value)
 
 
 async def test_listener_is_closed_after_the_block() -> None:

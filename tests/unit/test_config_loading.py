@@ -47,7 +47,8 @@ def fake_reader(documents: dict[str, object] | None = None) -> FakeConfigFileRea
 
 
 def problems_by_field(error: ConfigError) -> dict[str, ConfigProblem]:
-    return {problem.field: problem for problem in error.problems}
+    """The problems by dotted key: a known setting's field is `key / VARIABLE`."""
+    return {problem.field.split(" / ")[0]: problem for problem in error.problems}
 
 
 # --- with a fake reader ---------------------------------------------------------------------
@@ -104,7 +105,7 @@ def test_file_problems_name_the_path_from_mcp_proxy_config() -> None:
         load_config({**MINIMAL_ENV, "MCP_PROXY_CONFIG": path}, reader)
 
     problem = problems_by_field(caught.value)["upstream.timeoutMs"]
-    assert problem.source == f"{path}, key upstream.timeoutMs"
+    assert problem.source == f"file {path}"
 
 
 def test_a_reader_error_propagates_unchanged() -> None:
@@ -151,7 +152,7 @@ def test_json_file_is_loaded(tmp_path: Path) -> None:
 
     assert loaded.config.oauth2.scope == "mcp:read"
     assert loaded.source_of("oauth2.scope") == Source("file", path)
-    assert loaded.source_of("oauth2.scope").describe("oauth2.scope") == f"{path}, key oauth2.scope"
+    assert loaded.source_of("oauth2.scope").describe() == f"file {path}"
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -161,10 +162,9 @@ def test_missing_file(tmp_path: Path) -> None:
         load_config({**MINIMAL_ENV, "MCP_PROXY_CONFIG": path}, JsonConfigFile())
 
     (problem,) = caught.value.problems
-    assert problem.field == "MCP_PROXY_CONFIG"
-    assert problem.source == "env MCP_PROXY_CONFIG"
-    assert path in problem.message
-    assert "does not exist" in problem.message
+    assert str(problem) == (
+        f"MCP_PROXY_CONFIG: the file {path} does not exist; fix the path or unset MCP_PROXY_CONFIG"
+    )
 
 
 def test_directory_instead_of_file(tmp_path: Path) -> None:
@@ -175,6 +175,7 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
     assert problem.field == "MCP_PROXY_CONFIG"
     assert str(tmp_path) in problem.message
     assert "directory" in problem.message
+    assert "point MCP_PROXY_CONFIG at the JSON file" in problem.message
 
 
 def test_invalid_json_names_path_and_line(tmp_path: Path) -> None:
@@ -225,7 +226,7 @@ def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
 
     (problem,) = caught.value.problems
     assert str(file) in problem.message
-    assert "UTF-8" in problem.message
+    assert "is not UTF-8 text; save it as UTF-8" in problem.message
 
 
 def test_json_file_with_a_non_object_top_level(tmp_path: Path) -> None:
@@ -235,8 +236,8 @@ def test_json_file_with_a_non_object_top_level(tmp_path: Path) -> None:
         load_config({**MINIMAL_ENV, "MCP_PROXY_CONFIG": path}, JsonConfigFile())
 
     (problem,) = caught.value.problems
-    assert problem.field == "(top level)"
-    assert problem.source == path
+    assert problem.field == "MCP_PROXY_CONFIG"
+    assert problem.source == f"file {path}"
 
 
 def test_json_config_file_satisfies_the_port() -> None:
@@ -271,10 +272,11 @@ def test_client_credentials_without_secret_names_oauth2_client_secret() -> None:
         load_config({**MINIMAL_ENV, "OAUTH2_GRANT": "client_credentials"}, fake_reader())
 
     (problem,) = caught.value.problems
-    assert problem.field == "oauth2.clientSecret"
-    assert "OAUTH2_CLIENT_SECRET" in problem.message
-    assert '"oauth2.clientSecret"' in problem.message
-    assert "client_credentials" in problem.message
+    assert str(problem) == (
+        "oauth2.clientSecret / OAUTH2_CLIENT_SECRET: required for grant client_credentials; "
+        'set OAUTH2_CLIENT_SECRET, or "oauth2.clientSecret" in the JSON file MCP_PROXY_CONFIG '
+        "names"
+    )
 
 
 def test_client_credentials_with_an_empty_secret_env_is_still_missing() -> None:
@@ -322,7 +324,7 @@ def test_refresh_token_grant_without_refresh_token() -> None:
         load_config({**MINIMAL_ENV, "OAUTH2_GRANT": "refresh_token"}, fake_reader())
 
     (problem,) = caught.value.problems
-    assert problem.field == "oauth2.refreshToken"
+    assert problem.field == "oauth2.refreshToken / OAUTH2_REFRESH_TOKEN"
     assert "OAUTH2_REFRESH_TOKEN" in problem.message
 
 
@@ -396,5 +398,5 @@ def test_url_and_grant_problems_are_reported_together() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(env, fake_reader())
     fields = problems_by_field(caught.value)
-    assert "upstream.url / UPSTREAM_URL" in fields
+    assert "upstream.url" in fields
     assert "oauth2.clientSecret" in fields

@@ -122,7 +122,14 @@ def file_with(setting: Setting, value: object) -> dict[str, dict[str, object]]:
 
 
 def problems_of(caught: pytest.ExceptionInfo[ConfigError]) -> dict[str, ConfigProblem]:
-    return {problem.field: problem for problem in caught.value.problems}
+    """The problems by dotted key: a known setting's field is `key / VARIABLE`."""
+    return {problem.field.split(" / ")[0]: problem for problem in caught.value.problems}
+
+
+def names(path: str) -> str:
+    """How a problem names the setting at `path`: both spellings when it is a known one."""
+    setting = SETTINGS_BY_PATH.get(path)
+    return setting.names() if setting is not None else path
 
 
 # --- the mapping table itself ------------------------------------------------------------
@@ -165,7 +172,7 @@ def test_unset_values_have_the_default_source() -> None:
 
     assert dict(loaded.sources) == {"upstream.url": Source("env", "UPSTREAM_URL")}
     assert loaded.source_of("upstream.timeoutMs") == Source("default")
-    assert loaded.source_of("upstream.timeoutMs").describe("upstream.timeoutMs") == "default"
+    assert loaded.source_of("upstream.timeoutMs").describe() == "default"
 
 
 def test_missing_upstream_url_names_both_spellings() -> None:
@@ -173,9 +180,12 @@ def test_missing_upstream_url_names_both_spellings() -> None:
         merge_config({})
 
     (problem,) = caught.value.problems
-    assert problem.field == "upstream.url"
-    assert "UPSTREAM_URL" in problem.message
-    assert '"upstream.url"' in problem.message
+    assert problem.field == "upstream.url / UPSTREAM_URL"
+    assert problem.source == ""
+    assert str(problem) == (
+        "upstream.url / UPSTREAM_URL: required but not set; set UPSTREAM_URL, or "
+        '"upstream.url" in the JSON file MCP_PROXY_CONFIG names'
+    )
 
 
 def test_file_values_replace_defaults_and_remember_the_file() -> None:
@@ -194,9 +204,7 @@ def test_file_values_replace_defaults_and_remember_the_file() -> None:
     assert loaded.config.log.level == "debug"
     assert loaded.config.oauth2.callback_host == "127.0.0.1"
     assert loaded.source_of("oauth2.callbackPort") == Source("file", FILE)
-    assert loaded.source_of("oauth2.callbackPort").describe("oauth2.callbackPort") == (
-        f"{FILE}, key oauth2.callbackPort"
-    )
+    assert loaded.source_of("oauth2.callbackPort").describe() == f"file {FILE}"
     assert loaded.source_of("oauth2.callbackHost") == Source("default")
 
 
@@ -255,7 +263,7 @@ def test_env_var_lands_at_its_field(setting: Setting) -> None:
 
     assert field_value(loaded.config, setting) == env_sample.expected
     assert loaded.source_of(setting.path) == Source("env", setting.env)
-    assert loaded.source_of(setting.path).describe(setting.path) == f"env {setting.env}"
+    assert loaded.source_of(setting.path).describe() == f"env {setting.env}"
     assert set(loaded.sources) == {"upstream.url", setting.path}
 
 
@@ -329,7 +337,7 @@ def test_other_boolean_text_is_an_error_not_false(setting: Setting, text: str) -
         merge_config({**BASE_ENV, setting.env: text})
 
     (problem,) = caught.value.problems
-    assert problem.field == setting.path
+    assert problem.field == setting.names()
     assert problem.source == f"env {setting.env}"
     assert json.dumps(text) in problem.message
     assert "yes/no" in problem.message
@@ -360,7 +368,7 @@ def test_non_integer_text_is_rejected(setting: Setting, text: str) -> None:
         merge_config(env)
 
     (problem,) = caught.value.problems
-    assert problem.field == setting.path
+    assert problem.field == setting.names()
     assert problem.source == f"env {setting.env}"
     assert "expected an integer" in problem.message
     assert json.dumps(text) in problem.message
@@ -389,7 +397,7 @@ def test_out_of_range_integers_name_field_and_env(env: dict[str, str], field: st
         merge_config({**BASE_ENV, **env})
 
     (problem,) = caught.value.problems
-    assert problem.field == field
+    assert problem.field == names(field)
     assert problem.source == f"env {next(iter(env))}"
 
 
@@ -432,7 +440,7 @@ def test_extra_params_rejects_anything_but_an_object_of_strings(text: str, needl
         merge_config({**BASE_ENV, "OAUTH2_EXTRA_PARAMS": text})
 
     (problem,) = caught.value.problems
-    assert problem.field == "oauth2.extraParams"
+    assert problem.field == "oauth2.extraParams / OAUTH2_EXTRA_PARAMS"
     assert problem.source == "env OAUTH2_EXTRA_PARAMS"
     assert needle in problem.message
 
@@ -452,10 +460,9 @@ def test_extra_params_non_string_value_in_the_file() -> None:
         merge_config({}, document, FILE)
 
     (problem,) = caught.value.problems
-    assert problem.field == "oauth2.extraParams.max_age"
-    assert FILE in problem.source
-    assert "oauth2.extraParams" in problem.source
-    assert "expected a string" in problem.message
+    assert problem.field == "oauth2.extraParams / OAUTH2_EXTRA_PARAMS"
+    assert problem.source == f"file {FILE}"
+    assert problem.message == 'expected a string for key "max_age", got a JSON number'
 
 
 # --- file errors ----------------------------------------------------------------------------
@@ -467,8 +474,8 @@ def test_file_top_level_must_be_an_object(document: object) -> None:
         merge_config(BASE_ENV, document, FILE)
 
     (problem,) = caught.value.problems
-    assert problem.field == "(top level)"
-    assert problem.source == FILE
+    assert problem.field == "MCP_PROXY_CONFIG"
+    assert problem.source == f"file {FILE}"
     assert "JSON object" in problem.message
 
 
@@ -476,7 +483,7 @@ def test_file_top_level_problem_is_reported_with_the_others() -> None:
     with pytest.raises(ConfigError) as caught:
         merge_config({}, [1, 2], FILE)
 
-    assert set(problems_of(caught)) == {"(top level)", "upstream.url"}
+    assert set(problems_of(caught)) == {"MCP_PROXY_CONFIG", "upstream.url"}
 
 
 @pytest.mark.parametrize("value", ["https://x", 1, [], None, True])
@@ -488,7 +495,7 @@ def test_file_section_must_be_an_object(section: str, value: object) -> None:
         merge_config({}, document, FILE)
 
     problem = problems_of(caught)[section]
-    assert problem.source == f"{FILE}, key {section}"
+    assert problem.source == f"file {FILE}"
     assert "JSON object" in problem.message
 
 
@@ -510,7 +517,7 @@ def test_unknown_scalar_section_names_the_file() -> None:
         merge_config({}, document, FILE)
 
     problem = problems_of(caught)["verbose"]
-    assert problem.source == f"{FILE}, key verbose"
+    assert problem.source == f"file {FILE}"
     assert "unknown section" in problem.message
 
 
@@ -545,7 +552,8 @@ def test_unknown_key_is_an_error_listing_known_keys(
         merge_config({}, document, FILE)
 
     problem = problems_of(caught)[f"{section}.{key}"]
-    assert problem.source == f"{FILE}, key {section}.{key}"
+    assert problem.field == f"{section}.{key}"
+    assert problem.source == f"file {FILE}"
     assert "unknown key" in problem.message
     assert suggestion in problem.message
 
@@ -577,9 +585,28 @@ def test_wrong_json_types_in_the_file(key: str, value: object, needle: str) -> N
         merge_config({}, document, FILE)
 
     (problem,) = caught.value.problems
-    assert problem.field == key
-    assert problem.source == f"{FILE}, key {key}"
+    assert problem.field == setting.names()
+    assert problem.source == f"file {FILE}"
     assert needle in problem.message
+
+
+def test_a_quoted_number_or_boolean_in_the_file_says_to_drop_the_quotes() -> None:
+    document = {
+        "upstream": {"url": UPSTREAM, "openServerStream": "yes"},
+        "oauth2": {"callbackPort": "8080", "interactive": " False"},
+    }
+
+    with pytest.raises(ConfigError) as caught:
+        merge_config({}, document, FILE)
+
+    problems = problems_of(caught)
+    assert str(problems["oauth2.callbackPort"]) == (
+        f"oauth2.callbackPort / OAUTH2_CALLBACK_PORT (file {FILE}): expected an integer, "
+        'got "8080"; write it without quotes: 8080'
+    )
+    assert problems["oauth2.interactive"].message.endswith("; write it without quotes: false")
+    # Not a boolean in quotes, so no hint that would make it one.
+    assert "without quotes" not in problems["upstream.openServerStream"].message
 
 
 def test_a_good_env_value_hides_a_bad_file_value() -> None:
@@ -611,11 +638,11 @@ EXPECTED_SOURCES = {
     "oauth2.extraParams": "OAUTH2_EXTRA_PARAMS",
     "oauth2.callbackPort": "OAUTH2_CALLBACK_PORT",
     "log.level": "LOG_LEVEL",
-    "upstream.openServerStream": f"{FILE}, key upstream.openServerStream",
-    "oauth2.clientSecert": f"{FILE}, key oauth2.clientSecert",
-    "oauth2.refreshSkewSeconds": f"{FILE}, key oauth2.refreshSkewSeconds",
-    "oauth2.tokenUrl": f"{FILE}, key oauth2.tokenUrl",
-    "discovery": f"{FILE}, key discovery",
+    "upstream.openServerStream": f"file {FILE}",
+    "oauth2.clientSecert": f"file {FILE}",
+    "oauth2.refreshSkewSeconds": f"file {FILE}",
+    "oauth2.tokenUrl": f"file {FILE}",
+    "discovery": f"file {FILE}",
 }
 
 
@@ -624,7 +651,7 @@ def test_every_problem_is_reported_in_one_error() -> None:
         merge_config(BAD_ENV, BAD_FILE, FILE)
 
     fields = [problem.field for problem in caught.value.problems]
-    assert sorted(fields) == sorted(EXPECTED_SOURCES)
+    assert sorted(fields) == sorted(names(path) for path in EXPECTED_SOURCES)
     assert len(fields) == len(set(fields))
     assert len(str(caught.value).splitlines()) == len(EXPECTED_SOURCES)
 
@@ -634,7 +661,7 @@ def test_every_problem_names_its_field_and_source() -> None:
         merge_config(BAD_ENV, BAD_FILE, FILE)
 
     for problem in caught.value.problems:
-        where = EXPECTED_SOURCES[problem.field]
+        where = EXPECTED_SOURCES[problem.field.split(" / ")[0]]
         assert where in problem.source, problem
         line = f"configuration error: {problem.field} ({problem.source}): "
         assert line in str(caught.value)

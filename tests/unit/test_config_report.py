@@ -39,7 +39,7 @@ def test_values_and_sources_read_as_a_user_would_write_them() -> None:
         "env UPSTREAM_TIMEOUT_MS",
     )
     assert rows["oauth2.extraParams"].value == '{"prompt": "login"}'
-    assert rows["oauth2.extraParams"].source == "/etc/proxy.json, key oauth2.extraParams"
+    assert rows["oauth2.extraParams"].source == "file /etc/proxy.json"
     assert (rows["oauth2.scope"].value, rows["oauth2.scope"].source) == ("not set", "default")
     assert rows["discovery.enabled"].value == "true"
 

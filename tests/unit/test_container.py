@@ -53,7 +53,7 @@ def test_the_container_reads_the_environment() -> None:
     }
     loaded = Proxy.load_config(env)
     assert loaded.config.oauth2.client_id == "app"
-    assert loaded.source_of("oauth2.clientId").describe("oauth2.clientId") == "env OAUTH2_CLIENT_ID"
+    assert loaded.source_of("oauth2.clientId").describe() == "env OAUTH2_CLIENT_ID"
 
 
 @pytest.mark.anyio

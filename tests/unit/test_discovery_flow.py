@@ -360,8 +360,12 @@ async def test_a_cleartext_endpoint_off_loopback_is_refused(endpoint: str) -> No
         with pytest.raises(InsecureUrlError) as caught:
             await resolve(loaded(client_id="app"))
     message = str(caught.value)
-    assert f"discovered {endpoint} http://idp.example/endpoint" in message
-    assert "ALLOW_INSECURE_HTTP" in message
+    assert message.startswith(
+        f"configuration error: authorization server metadata ({AS_META}): "
+        f"{endpoint} http://idp.example/endpoint is cleartext"
+    )
+    assert "ask the server's operator for https" in message
+    assert "DISCOVERY_ENABLED=false" in message
 
 
 async def test_cleartext_endpoints_are_accepted_on_loopback_or_when_allowed() -> None:
@@ -383,7 +387,7 @@ async def test_a_cleartext_issuer_off_loopback_is_not_asked() -> None:
         standard_idp(mock)
         mock.get(PRM_PATH).respond(200, json=prm(servers=("http://idp.example",)))
         cleartext = mock.get(url__startswith="http://idp.example").respond(404)
-        with pytest.raises(InsecureUrlError, match="discovered issuer"):
+        with pytest.raises(InsecureUrlError, match="discovered authorization server"):
             await resolve(loaded(client_id="app"))
     assert not cleartext.called
 
@@ -410,7 +414,10 @@ async def test_a_redirect_to_cleartext_http_is_not_followed() -> None:
         _, found = await resolve(loaded(client_id="app"))
     assert not evil.called
     assert found.issuer == ISSUER
-    assert f"GET {PRM_PATH} → 302" in found.tried
+    assert (
+        f"GET {PRM_PATH} → redirected to http://evil.example/prm, refused: is cleartext "
+        "http:// to 'evil.example', which is not loopback" in " ".join(found.tried)
+    )
     assert f"GET {PRM_ROOT} → 200" in found.tried
 
 
@@ -458,8 +465,12 @@ async def test_when_nothing_is_found_the_error_lists_what_was_tried() -> None:
         "GET https://mcp.example/.well-known/openid-configuration → 403",
     ):
         assert attempt in message
-    for name in ("DISCOVERY_ENABLED=false", "OAUTH2_TOKEN_URL", "OAUTH2_AUTHORIZATION_URL"):
-        assert name in message
+    assert message.endswith(
+        ". The MCP server publishes no usable OAuth metadata: ask the server's operator to fix "
+        "its OAuth metadata, or turn discovery off (discovery.enabled / DISCOVERY_ENABLED=false) "
+        "and set oauth2.tokenUrl / OAUTH2_TOKEN_URL and oauth2.clientId / OAUTH2_CLIENT_ID "
+        "yourself (and oauth2.authorizationUrl / OAUTH2_AUTHORIZATION_URL for the browser login)"
+    )
 
 
 async def test_an_unreachable_upstream_names_the_url() -> None:
@@ -539,7 +550,7 @@ async def test_explicit_settings_win_and_discovered_ones_say_where_they_came_fro
     assert resolved.source_of("oauth2.clientId") == Source("env", "OAUTH2_CLIENT_ID")
     for path in ("oauth2.authorizationUrl", "oauth2.scope"):
         assert resolved.source_of(path) == Source("discovery", ISSUER)
-        assert resolved.source_of(path).describe(path) == f"discovered from {ISSUER}"
+        assert resolved.source_of(path).describe() == f"discovered from {ISSUER}"
     # Settings of the configuration that discovery has nothing to say about stay as they were.
     assert resolved.source_of("upstream.url") == Source("env", "UPSTREAM_URL")
 
@@ -861,6 +872,11 @@ async def test_redirects_are_followed_only_where_the_guard_allows() -> None:
         evil = mock.get("http://evil.example/prm").respond(200, json=prm())
         reply = await fetch(PRM_PATH)
         assert (reply.status, reply.document, reply.challenge) == (302, None, None)
+        assert reply.note is not None
+        assert reply.note.startswith(
+            "redirected to http://evil.example/prm, refused: is cleartext http:// to "
+            "'evil.example', which is not loopback"
+        )
         assert not evil.called
         followed = await fetch(PRM_PATH, allow_insecure_http=True)
     assert (followed.status, followed.document) == (200, prm())
@@ -908,6 +924,7 @@ async def test_redirect_loops_end() -> None:
         loop = mock.get(PRM_PATH).respond(302, headers={"Location": PRM_PATH})
         reply = await fetch(PRM_PATH)
     assert reply.status == 310
+    assert reply.note == "more than 5 redirects"
     assert reply.document is None
     assert loop.call_count == http_discovery.MAX_REDIRECTS + 1
 
@@ -1094,15 +1111,15 @@ def moved_to_new_issuer(mock: respx.MockRouter) -> None:
     [
         (
             {"grant": "client_credentials", "client_id": "app", "client_secret": "s3cret"},
-            "OAUTH2_CLIENT_SECRET is for the old one and not sent there",
+            "oauth2.clientSecret / OAUTH2_CLIENT_SECRET is for the old one and not sent there",
         ),
         (
             {"grant": "password", "client_id": "app", "username": "u", "password": "pw"},
-            "OAUTH2_PASSWORD is for the old one and not sent there",
+            "oauth2.password / OAUTH2_PASSWORD is for the old one and not sent there",
         ),
         (
             {"client_id": "app", "token_url": TOKEN_URL},
-            "OAUTH2_TOKEN_URL is for the old one and not sent there",
+            "oauth2.tokenUrl / OAUTH2_TOKEN_URL is for the old one and not sent there",
         ),
         (
             {"grant": "refresh_token", "client_id": "app", "refresh_token": "r-0"},

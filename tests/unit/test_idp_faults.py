@@ -496,7 +496,7 @@ async def test_a_rejected_cached_login_without_a_browser_says_to_run_login(logs:
     assert h.browser.opened == []
     assert h.sleeps.waits == []
     assert sent_forms(route)[0]["refresh_token"] == REFRESH_TOKEN
-    assert not any("starting the grant again" in line for line in logs.lines)
+    assert not any("getting new tokens with grant" in line for line in logs.lines)
     assert_clean(h, logs)
 
 
@@ -547,7 +547,8 @@ async def test_a_rejected_cached_login_with_a_browser_logs_in_again_once(logs: L
     assert entry.refresh_token == "rt-new-s3cret-value"
     warnings = logs.at("warn")
     assert warnings[0] == (
-        'msg="the refresh token was rejected; starting the grant again" grant=authorization_code'
+        'msg="the refresh token was rejected (expired or revoked); getting new tokens with '
+        'grant authorization_code (a browser login)" grant=authorization_code'
     )
     assert warnings[1].startswith('msg="log in with your browser to continue.')
     assert len(warnings) == 2

@@ -77,8 +77,13 @@ async def test_a_refusal_by_the_idp_is_reported_with_its_words() -> None:
     browser = ScriptedBrowser(
         lambda url: listener.settle(Denied("access_denied", "the user said no"))
     )
-    with pytest.raises(OAuthError, match="access_denied: the user said no"):
+    with pytest.raises(OAuthError) as caught:
         await login(listener, browser, FakeTokenEndpoint()).run()
+    assert str(caught.value) == (
+        "the IdP refused the login (access_denied: the user said no). If you cancelled, run "
+        "mcp-oauth2-proxy login again; for invalid_scope check oauth2.scope / OAUTH2_SCOPE; for "
+        "a redirect_uri error register http://127.0.0.1:53682/callback with the IdP"
+    )
 
 
 async def test_an_unfinished_login_names_the_timeout_setting() -> None:
@@ -94,10 +99,15 @@ async def test_an_unfinished_login_names_the_timeout_setting() -> None:
 
 
 async def test_no_authorization_endpoint_names_the_setting() -> None:
-    with pytest.raises(ConfigError, match="OAUTH2_AUTHORIZATION_URL"):
+    with pytest.raises(ConfigError) as caught:
         await login(
             ScriptedCallbackListener(),
             ScriptedBrowser(),
             FakeTokenEndpoint(),
             authorization_url=None,
         ).run()
+    assert str(caught.value) == (
+        "configuration error: oauth2.authorizationUrl / OAUTH2_AUTHORIZATION_URL: interactive "
+        "login needs the IdP's authorization endpoint; set it, or turn discovery on "
+        "(discovery.enabled / DISCOVERY_ENABLED=true) so it is found from the MCP server"
+    )

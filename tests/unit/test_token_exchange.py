@@ -158,6 +158,11 @@ def test_lenient_with_idp_quirks() -> None:
         (json_reply(400, {"error": "invalid_scope"}), ["invalid_scope", "OAUTH2_SCOPE"]),
         (json_reply(400, {"error": "unauthorized_client"}), ["OAUTH2_GRANT"]),
         (json_reply(400, {"error": "invalid_request"}), ["OAUTH2_EXTRA_PARAMS"]),
+        (
+            json_reply(400, {"error": "invalid_target"}),
+            ["invalid_target", "oauth2.resource / OAUTH2_RESOURCE", "set it to none"],
+        ),
+        (json_reply(400, {"error": "access_denied"}), ["access_denied", "OAUTH2_SCOPE"]),
         (json_reply(503, {"error": "temporarily_unavailable"}), ["try again"]),
         (
             TokenReply(502, "text/html", b"<html>Bad Gateway</html>"),
@@ -168,7 +173,10 @@ def test_lenient_with_idp_quirks() -> None:
             ["not a JSON token response", "OAUTH2_TOKEN_URL"],
         ),
         (json_reply(200, {"token_type": "Bearer"}), ["without an access_token"]),
-        (json_reply(200, {"error": "invalid_grant"}), ["invalid_grant", "Check the client"]),
+        (
+            json_reply(200, {"error": "invalid_grant"}),
+            ["invalid_grant", "may use client_credentials"],
+        ),
         (json_reply(200, {"access_token": 42}), ["malformed token response"]),
         (json_reply(200, ["access_token"]), ["not a JSON token response"]),
     ],

@@ -372,7 +372,9 @@ async def test_login_runs_the_browser_even_when_a_login_is_cached() -> None:
 
 
 async def test_login_is_refused_for_a_grant_without_a_browser() -> None:
-    with pytest.raises(OAuthError, match="no browser login"):
+    with pytest.raises(
+        OAuthError, match=r"login is only for oauth2\.grant / OAUTH2_GRANT=authorization_code"
+    ):
         await cc(FakeTokenEndpoint(), FakeClock()).login()
 
 

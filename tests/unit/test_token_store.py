@@ -20,6 +20,7 @@ from mcp_oauth2_proxy.adapters.token_store import (
     default_cache_dir,
 )
 from mcp_oauth2_proxy.domain.cached_login import CachedLogin, cache_key
+from mcp_oauth2_proxy.domain.errors import ConfigError
 from mcp_oauth2_proxy.domain.ports import TokenStore
 
 from ..conftest import warnings
@@ -455,3 +456,43 @@ def test_an_existing_open_directory_is_tightened(tmp_path: Path) -> None:
     directory.chmod(0o755)
     EncryptedFileTokenStore(directory).save(CachedLogin("app", "https://i/t", "rt", 1.0))
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+# --- a directory that cannot be used ----------------------------------------------------
+
+
+def unusable_directory(tmp_path: Path) -> Path:
+    """Below a regular file: no user, root included, can create it."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    return blocker / "cache"
+
+
+@pytest.mark.anyio
+async def test_an_unusable_directory_is_a_config_error_naming_the_setting(
+    tmp_path: Path,
+) -> None:
+    directory = unusable_directory(tmp_path)
+    store = EncryptedFileTokenStore(directory, source="env OAUTH2_TOKEN_CACHE_DIR")
+
+    with pytest.raises(ConfigError) as saving:
+        store.save(ALICE)
+    with pytest.raises(ConfigError) as locking:
+        async with store.locked(ALICE.key):
+            pass
+
+    for caught in (saving, locking):
+        (problem,) = caught.value.problems
+        assert str(problem) == (
+            "oauth2.tokenCacheDir / OAUTH2_TOKEN_CACHE_DIR (env OAUTH2_TOKEN_CACHE_DIR): "
+            f"cannot use the token cache directory {directory}: Not a directory; set it to a "
+            "directory you can write, or fix its permissions"
+        )
+    assert store.load(ALICE.key) is None  # reading finds nothing, and says so by returning
+
+
+def test_the_default_directory_says_it_is_the_default(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        EncryptedFileTokenStore(unusable_directory(tmp_path)).save(ALICE)
+    assert caught.value.problems[0].source == "default"
+    assert ALICE.refresh_token not in str(caught.value)

@@ -142,9 +142,8 @@ def test_check_config_urls_names_file_source_and_key() -> None:
 
     (problem,) = caught.value.problems
     assert problem.field == "oauth2.tokenUrl / OAUTH2_TOKEN_URL"
-    assert "/etc/proxy.json" in problem.source
-    assert "oauth2.tokenUrl" in problem.source
-    assert "ALLOW_INSECURE_HTTP" in problem.message
+    assert problem.source == "file /etc/proxy.json"
+    assert "security.allowInsecureHttp / ALLOW_INSECURE_HTTP=true" in problem.message
 
 
 def test_check_config_urls_reports_every_guarded_setting_at_once() -> None:
