@@ -51,11 +51,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 max_line_size=_MAX_HEADER_BYTES,
                 max_field_size=_MAX_HEADER_BYTES,
             )
+        # Headers.multi_items() works out the headers' encoding once per header; once is
+        # enough (docs/performance.md).
+        encoding = request.headers.encoding
+        headers = [
+            (key.decode(encoding), value.decode(encoding)) for key, value in request.headers.raw
+        ]
         try:
             response = await self._session.request(
                 request.method,
                 str(request.url),
-                headers=request.headers.multi_items(),
+                headers=headers,
                 data=request.content or None,
                 allow_redirects=False,
                 compress=None,
@@ -69,10 +75,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(
                 str(exc) or type(exc).__name__, request=request
             ) from exc
+        body: httpx.AsyncByteStream = _Body(response, request)
+        if response.content.is_eof():
+            # The whole body came with the head (a small JSON answer usually does): hand it
+            # over as it is and give the connection back now, rather than stream it. It is
+            # no more than aiohttp's read buffer holds, which stops reading at 128 KiB.
+            body = httpx.ByteStream(response.content.read_nowait())
+            response.release()
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
-            stream=_Body(response, request),
+            stream=body,
             request=request,
             extensions={"http_version": b"HTTP/1.1"},
         )

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from ..domain.errors import ClientGone
 from ..domain.line_framing import DEFAULT_MAX_LINE_BYTES, LineSplitter, Oversized
@@ -51,11 +52,20 @@ class StdioChannel:
             yield line
 
     async def send(self, line: bytes) -> None:
-        async with self._write_lock:
-            try:
-                await self._send.send(line + b"\n")
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                raise ClientGone(f"the MCP client stopped reading stdout: {exc}") from None
+        # `async with self._write_lock` without its yield to the event loop when the lock is
+        # free (as it nearly always is): every answer comes through here. A cancelled caller
+        # still stops before writing, as it would at the lock.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._write_lock.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._write_lock.acquire()
+        try:
+            await self._send.send(line + b"\n")
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise ClientGone(f"the MCP client stopped reading stdout: {exc}") from None
+        finally:
+            self._write_lock.release()
 
 
 class _PipeReceiveStream(anyio.abc.ByteReceiveStream):

@@ -1,7 +1,8 @@
 """The bridge: every client message to the upstream, every upstream message to the client.
 
-Each client message is dispatched in its own task as soon as it is read, so a slow tool call
-never holds up a ping, another call or a cancellation. What must be ordered is ordered by
+Each client message is dispatched as soon as it is read (a request to one of up to
+upstream.maxInFlight long-lived workers, anything else to a task of its own), so a slow tool
+call never holds up a ping, another call or a cancellation. What must be ordered is ordered by
 barriers rather than by serialising: `initialize` and `notifications/initialized` each hold
 back the messages read after them until they have been delivered, so nothing reaches the
 server before its session exists (MCP lifecycle §Initialization). On the stateless
@@ -17,6 +18,7 @@ import json
 import math
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -83,6 +85,11 @@ TOOLS_CALL = "tools/call"
 # its input: a client that writes faster than the upstream answers is held back by the pipe
 # (its writes block), instead of this process buffering without bound.
 WAITING_BYTES_LIMIT = 64 * 1024 * 1024
+
+
+# A request waiting for a worker: the message, the barrier it waits for, the barrier it
+# holds (if any) and its cancel scope.
+_Job = tuple[Message, anyio.Event, anyio.Event | None, anyio.CancelScope]
 
 
 @dataclass
@@ -166,9 +173,12 @@ class Bridge:
         self._draw = draw
         self._now = now
         self._max_bytes = config.max_message_bytes
-        # At most upstream.maxInFlight requests wait on the upstream; the rest wait here, in
-        # arrival order, while responses, notifications and cancellations keep flowing.
-        self._slots = anyio.Semaphore(config.max_in_flight)
+        # At most upstream.maxInFlight requests wait on the upstream, each carried by one of
+        # as many long-lived workers; the rest wait in `_queue`, in arrival order, while
+        # responses, notifications and cancellations keep flowing (each in a task of its own).
+        self._queue: deque[_Job] = deque()
+        self._sleepers: deque[anyio.Event] = deque()
+        self._workers = 0
         self._waiting_bytes = 0
         self._room = _set_event()
         self._state = WireState(configured_version=config.protocol_version)
@@ -281,10 +291,18 @@ class Bridge:
         self._modern_seen = self._modern_seen or modern
         if message.kind is Kind.REQUEST:
             self._inflight[message.id] = _InFlight(scope, modern)
-            self._idle = anyio.Event()
+            if self._idle.is_set():
+                self._idle = anyio.Event()
         if _needs_slot(message):
             self._waiting_bytes += len(message.raw)
-        self._tasks.start_soon(self._handle, message, gate, done, scope)
+            self._queue.append((message, gate, done, scope))
+            if self._sleepers:
+                self._sleepers.popleft().set()
+            elif self._workers < self._config.max_in_flight:
+                self._workers += 1
+                self._tasks.start_soon(self._work)
+        else:
+            self._tasks.start_soon(self._handle, message, gate, done, scope)
 
     def _cancel(self, message: Message) -> bool:
         """Handle the client's notifications/cancelled; True when nothing is left to post.
@@ -302,6 +320,20 @@ class Bridge:
         pending.scope.cancel()
         return pending.modern
 
+    async def _work(self) -> None:
+        """Carry waiting requests to the upstream, the longest-waiting first, for as long as
+        the bridge runs. Long-lived workers instead of a task per request: starting an anyio
+        task costs more than the rest of the proxy's own work on a message
+        (docs/performance.md)."""
+        while True:
+            while not self._queue:
+                wake = anyio.Event()
+                self._sleepers.append(wake)
+                await wake.wait()
+            job = self._queue.popleft()
+            self._leave_queue(job[0])
+            await self._handle(*job)
+
     async def _handle(
         self,
         message: Message,
@@ -309,16 +341,14 @@ class Bridge:
         done: anyio.Event | None,
         scope: anyio.CancelScope,
     ) -> None:
-        queued = _needs_slot(message)
         try:
             with scope:
-                await gate.wait()
-                if queued:
-                    async with self._slots:
-                        self._leave_queue(message)
-                        queued = False
-                        await self._deliver_or_explain(message)
-                else:
+                if not gate.is_set():
+                    await gate.wait()
+                # A request cancelled before its turn is never sent. (Checked here because a
+                # cancelled scope stops its task only at the next wait, and a request can
+                # leave on a pooled connection without one.)
+                if not scope.cancel_called:
                     await self._deliver_or_explain(message)
         except ClientGone:
             self._client_gone()
@@ -335,8 +365,6 @@ class Bridge:
                 except ClientGone:
                     self._client_gone()
         finally:
-            if queued:
-                self._leave_queue(message)  # cancelled while waiting for its turn
             if done is not None:
                 done.set()
             if message.kind is Kind.REQUEST:
@@ -466,9 +494,11 @@ class Bridge:
         """
         message = delivery.message
         try:
-            with anyio.fail_after(limit):
+            # anyio.fail_after without its generator wrapper: this is on every message's path.
+            with anyio.CancelScope(deadline=anyio.current_time() + limit):
                 async with self._upstream.exchange("POST", headers, message.raw) as reply:
                     return await self._judge(delivery, reply, headers, tries)
+            raise TimeoutError  # only the deadline ends the scope without a return
         except UpstreamUnreachableError as error:
             # No connection, so the message was never sent: safe to send again.
             wait = self._retry_wait(Failure.UNREACHABLE, message, tries.failures, None, error)
@@ -749,33 +779,25 @@ class Bridge:
 
     async def _forward_body(self, delivery: _Delivery, body: bytes) -> None:
         request = delivery.message
+        screen: Callable[[Message], Message] | None = None
+        if request.method == TOOLS_LIST and modern_version(request) is not None:
 
-        def answers_request(message: Message) -> bool:
-            return (
-                message.kind is Kind.RESPONSE
-                and message.id == request.id
-                and request.kind is Kind.REQUEST
-            )
+            def screen(message: Message) -> Message:
+                return self._screen_tools(message) if _answers_to(request, message) else message
 
-        def screened(message: Message) -> Message:
-            modern_listing = request.method == TOOLS_LIST and modern_version(request) is not None
-            return (
-                self._screen_tools(message)
-                if modern_listing and answers_request(message)
-                else message
-            )
-
-        sent = await self._forward(body, screened)
+        sent = await self._forward(body, screen)
         if sent is None:
             delivery.garbled = self._redactor.redact(_shown(body))
             return
         delivery.forwarded += len(sent)
-        pending = self._inflight.get(request.id) if request.kind is Kind.REQUEST else None
+        if request.kind is not Kind.REQUEST:
+            return
+        pending = self._inflight.get(request.id)
         if pending is not None and pending.answered:
             # Answered on another stream (or this one repeats itself): nothing more to wait for.
             delivery.answered = True
         for message in sent:
-            if answers_request(message):
+            if _answers_to(request, message):
                 delivery.answered = True
                 if request.method == INITIALIZE:
                     result = message.document.get("result")
@@ -1158,6 +1180,13 @@ def _rate_limited(retry_after: str | None, shown: str, attempts: int) -> str:
         f"client may call it, and the proxy sends a message at most {attempts} times and "
         f"waits at most {MAX_RETRY_WAIT_SECONDS:g} s in between; try again later. The server "
         f"said: {shown or 'nothing'}"
+    )
+
+
+def _answers_to(request: Message, message: Message) -> bool:
+    """Whether `message` is the response to the client's `request`."""
+    return (
+        message.kind is Kind.RESPONSE and message.id == request.id and request.kind is Kind.REQUEST
     )
 
 

@@ -216,3 +216,27 @@ async def test_if_aiohttp_cannot_load_the_upstream_stays_on_httpx(
     assert warming._fast is None
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warned == ["could not load aiohttp; the upstream stays on httpx's own transport"]
+
+
+async def test_a_body_that_came_with_the_head_frees_the_connection_at_once() -> None:
+    """Two requests one after the other on one connection: the first response's body was
+    complete on arrival, so its connection went back to the pool before anyone read it."""
+    requests: list[bytes] = []
+
+    async def keeps_alive(stream: SocketStream) -> None:
+        async with stream:
+            for _ in range(2):
+                requests.append(await stream.receive())
+                await stream.send(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n" % len(BODY) + BODY
+                )
+
+    transport = AiohttpTransport(httpx.create_ssl_context)
+    async with loopback(keeps_alive) as url:
+        first = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
+        second = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
+        bodies = [await first.aread(), await second.aread()]
+        await transport.aclose()
+    assert bodies == [BODY, BODY]
+    assert len(requests) == 2  # both on the one connection the server accepted

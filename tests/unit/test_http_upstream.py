@@ -16,6 +16,7 @@ from anyio.abc import SocketAttribute, SocketStream
 from pydantic import SecretStr
 
 from mcp_oauth2_proxy import OAuth2Config, Proxy, ProxyConfig, UpstreamConfig
+from mcp_oauth2_proxy.adapters.http_upstream import HttpUpstream
 
 from ..fakes import (
     FakeTokenEndpoint,
@@ -174,3 +175,75 @@ async def test_garbage_instead_of_http() -> None:
         (answer, second) = await answers(config(url), PING, {**PING, "id": 2})
     assert {answer["id"], second["id"]} == {1, 2}
     assert answer["error"]["code"] == -32000
+
+
+def recording(
+    seen: list[httpx.Request], *responses: httpx.Response
+) -> Callable[[httpx.Request], httpx.Response]:
+    """A MockTransport handler that keeps each request and answers with the next response."""
+    queue = list(responses)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return queue.pop(0)
+
+    return handle
+
+
+async def test_requests_carry_what_build_request_would_give_them() -> None:
+    seen: list[httpx.Request] = []
+    transport = httpx.MockTransport(recording(seen, httpx.Response(202)))
+    async with httpx.AsyncClient(transport=transport, headers={"User-Agent": "ua"}) as client:
+        expected = client.build_request(
+            "POST", URL, headers={"Accept": "application/json"}, content=b"{}"
+        )
+        async with HttpUpstream(client, URL).exchange(
+            "POST", {"Accept": "application/json"}, b"{}"
+        ) as reply:
+            assert reply.status == 202
+    (sent,) = seen
+    assert (sent.method, sent.url, sent.content) == ("POST", expected.url, b"{}")
+    assert sorted(sent.headers.multi_items()) == sorted(expected.headers.multi_items())
+
+
+async def test_cookies_the_upstream_sets_go_back_to_it() -> None:
+    """A load balancer's affinity cookie keeps a session on its server: the client's cookie
+    jar works as it does through AsyncClient.send."""
+    seen: list[httpx.Request] = []
+    transport = httpx.MockTransport(
+        recording(
+            seen,
+            httpx.Response(202, headers={"Set-Cookie": "affinity=b7; Path=/"}),
+            httpx.Response(202),
+        )
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        upstream = HttpUpstream(client, URL)
+        for _ in range(2):
+            async with upstream.exchange("POST", {}, b"{}"):
+                pass
+    assert "cookie" not in seen[0].headers
+    assert seen[1].headers["cookie"] == "affinity=b7"
+
+
+async def test_a_client_with_event_hooks_sends_through_async_client_send() -> None:
+    hooked: list[str] = []
+
+    async def hook(request: httpx.Request) -> None:
+        hooked.append(request.method)
+
+    transport = httpx.MockTransport(recording([], httpx.Response(202)))
+    client = httpx.AsyncClient(transport=transport, event_hooks={"request": [hook]})
+    async with client, HttpUpstream(client, URL).exchange("GET", {}):
+        pass
+    assert hooked == ["GET"]
+
+
+async def test_reply_headers_have_lower_case_names_and_repeats_joined() -> None:
+    response = httpx.Response(200, headers=[("Mcp-Session-Id", "s"), ("Vary", "a"), ("Vary", "b")])
+    transport = httpx.MockTransport(recording([], response))
+    client = httpx.AsyncClient(transport=transport)
+    async with client, HttpUpstream(client, URL).exchange("GET", {}) as reply:
+        headers = dict(reply.headers)
+    assert headers["mcp-session-id"] == "s"
+    assert headers["vary"] == "a, b"
