@@ -25,6 +25,9 @@ def private_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     with pytest.MonkeyPatch.context() as patch:
         for name in ("XDG_CONFIG_HOME", "APPDATA", "LOCALAPPDATA"):
             patch.setenv(name, str(home))
+        # Nor the machine's keychain: keyring's backend that stores nothing, unless a test
+        # sets its own (tests/unit/test_cache_keys.py).
+        patch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
         yield home
 
 

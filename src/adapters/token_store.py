@@ -26,7 +26,8 @@ import platformdirs
 from ..domain.cached_login import CachedLogin
 from ..domain.errors import ConfigError, ConfigProblem
 from ..domain.settings import SETTINGS_BY_PATH
-from .atomic_file import write_atomically, write_temporary
+from .atomic_file import write_atomically
+from .cache_keys import CacheKey, FileCacheKey
 from .stderr_log import package_logger
 
 log = package_logger()
@@ -34,7 +35,6 @@ log = package_logger()
 APP_NAME = "mcp-oauth2-proxy"
 MAGIC = b"MOP1"
 NONCE_BYTES = 12
-KEY_BYTES = 32
 LOCK_POLL_SECONDS = 0.05
 
 
@@ -51,9 +51,12 @@ class EncryptedFileTokenStore:
     `default`), for the message when it cannot be used.
     """
 
-    def __init__(self, directory: Path, *, source: str = "default") -> None:
+    def __init__(
+        self, directory: Path, *, source: str = "default", keys: CacheKey | None = None
+    ) -> None:
         self.directory = directory
         self.source = source
+        self._keys = keys if keys is not None else FileCacheKey(directory)
 
     @asynccontextmanager
     async def locked(self, key: str) -> AsyncIterator[None]:
@@ -161,31 +164,8 @@ class EncryptedFileTokenStore:
             ) from error
 
     def _key(self) -> bytes:
-        """The cache key, created on first use. Two processes creating it at once agree:
-        the key is linked into place only if none exists, and the loser reads the winner's."""
+        """The cache key, from the file beside the cache or the keychain (`cache_keys`),
+        created on first use."""
         self._ensure_directory()
         with self._usable_directory():
-            return self._read_or_create_key()
-
-    def _read_or_create_key(self) -> bytes:
-        path = self.directory / "key"
-        for _ in range(3):
-            try:
-                key = path.read_bytes()
-            except FileNotFoundError:
-                candidate = write_temporary(self.directory, secrets.token_bytes(KEY_BYTES))
-                try:
-                    os.link(candidate, path)
-                except FileExistsError:
-                    pass
-                finally:
-                    candidate.unlink()
-                continue
-            if len(key) == KEY_BYTES:
-                return key
-            log.warning(
-                "replacing a malformed token cache key; cached logins are lost",
-                extra={"path": str(path)},
-            )
-            write_atomically(path, secrets.token_bytes(KEY_BYTES))
-        return path.read_bytes()
+            return self._keys.key()

@@ -141,7 +141,7 @@ async def _login(loaded: LoadedConfig) -> int:
     oauth = proxy.config.oauth2
     print(
         f"Logged in as client {oauth.client_id} at {oauth.token_url}; the login is cached in "
-        f"{cache_directory(oauth)} and later launches will not open the browser."
+        f"{cache_directory(oauth)} and later launches will not ask you again."
     )
     return EXIT_OK
 

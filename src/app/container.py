@@ -27,6 +27,7 @@ from ..adapters.port_checker import LoopbackPortChecker
 from ..adapters.stdio import ProcessStdio, StdioChannel
 from ..adapters.system_clock import SystemClock
 from ..domain.config import OAuth2Config, ProxyConfig, UpstreamConfig
+from ..domain.config import TokenStore as TokenStoreMode
 from ..domain.config_merge import LoadedConfig, Source
 from ..domain.discovery import Discovered
 from ..domain.ports import (
@@ -38,14 +39,18 @@ from ..domain.ports import (
     DiscoveryTransport,
     Entropy,
     PortChecker,
+    TokenCommand,
     TokenEndpoint,
     TokenStore,
     UpstreamTransport,
 )
 from ..domain.redaction import Redactor
+from ..domain.token_command import command_words
 from ..domain.token_exchange import TokenRequestBuilder
 from .bridge import Bridge
+from .client_assertions import ClientAssertions
 from .config_loading import load_config
+from .device_login import DeviceLogin
 from .discovery import Discovery, Rediscovery, Registrar
 from .grants import Grant, build_grant, build_token_requests
 from .interactive_login import InteractiveLogin
@@ -75,18 +80,47 @@ def cache_directory_source(loaded: LoadedConfig) -> str:
     return loaded.source_of("oauth2.tokenCacheDir").describe()
 
 
-def encrypted_file_token_store(directory: Path, source: str = "default") -> TokenStore:
-    """The token cache, imported when first needed: its file locking and cryptography cost
-    nothing to a grant that keeps no login (docs/performance.md)."""
+def encrypted_file_token_store(
+    directory: Path, source: str = "default", mode: TokenStoreMode = "file"
+) -> TokenStore:
+    """The token cache, imported when first needed: its file locking, cryptography and the
+    keychain cost nothing to a grant that keeps no login (docs/performance.md)."""
+    from ..adapters.cache_keys import cache_key
     from ..adapters.token_store import EncryptedFileTokenStore
 
-    return EncryptedFileTokenStore(directory, source=source)
+    return EncryptedFileTokenStore(directory, source=source, keys=cache_key(directory, mode))
 
 
 def caches_logins(oauth: OAuth2Config) -> bool:
-    """Only the grants that live on refresh tokens use the cache; client credentials and
-    passwords can always ask again, and never touch the disk."""
-    return oauth.grant in ("authorization_code", "refresh_token")
+    """Only the grants that live on refresh tokens use the cache; client credentials,
+    passwords and the token command can always ask again, and never touch the disk."""
+    return oauth.token_command is None and oauth.grant in (
+        "authorization_code",
+        "refresh_token",
+        "device_code",
+    )
+
+
+def client_assertions_for(
+    oauth: OAuth2Config, clock: Clock, entropy: Entropy
+) -> ClientAssertions | None:
+    """The private_key_jwt signer, when the client authenticates that way. The key is read
+    now, so a missing or wrong key stops the proxy at its start, naming the setting; and
+    cryptography is imported only by those who sign."""
+    if oauth.auth_style != "private_key_jwt" or oauth.client_assertion_key_file is None:
+        return None
+    from ..adapters.assertion_signer import PemAssertionSigner
+
+    signer = PemAssertionSigner(oauth.client_assertion_key_file, oauth.client_assertion_alg)
+    return ClientAssertions(signer, clock, entropy, oauth.client_assertion_kid)
+
+
+def subprocess_token_command(oauth: OAuth2Config) -> TokenCommand:
+    """The user's credential helper (only built when oauth2.tokenCommand is set)."""
+    from ..adapters.token_command import SubprocessTokenCommand
+
+    assert oauth.token_command is not None  # build_grant asks only then
+    return SubprocessTokenCommand(command_words(oauth.token_command))
 
 
 def store_for_grant(oauth: OAuth2Config, store: Callable[[], TokenStore]) -> TokenStore | None:
@@ -146,6 +180,7 @@ class Container(containers.DeclarativeContainer):
     token_requests: providers.Provider[TokenRequestBuilder] = providers.Singleton(
         build_token_requests, oauth2
     )
+    entropy: providers.Provider[Entropy] = providers.Singleton(SystemEntropy)
     token_client: providers.Provider[TokenClient] = providers.Singleton(
         TokenClient,
         token_endpoint,
@@ -153,8 +188,8 @@ class Container(containers.DeclarativeContainer):
         redactor,
         refresh_skew_seconds=providers.Callable(attrgetter("refresh_skew_seconds"), oauth2),
         requests=token_requests,
+        assertions=providers.Callable(client_assertions_for, oauth2, clock, entropy),
     )
-    entropy: providers.Provider[Entropy] = providers.Singleton(SystemEntropy)
     browser: providers.Provider[BrowserOpener] = providers.Singleton(SystemBrowser)
     callback_listener: providers.Provider[CallbackListener] = providers.Singleton(
         loopback_callback_listener
@@ -164,6 +199,7 @@ class Container(containers.DeclarativeContainer):
         encrypted_file_token_store,
         providers.Callable(cache_directory, oauth2),
         providers.Callable(cache_directory_source, loaded_config),
+        providers.Callable(attrgetter("token_store"), oauth2),
     )
     discovery_transport: providers.Provider[DiscoveryTransport] = providers.Singleton(
         HttpDiscovery,
@@ -204,8 +240,21 @@ class Container(containers.DeclarativeContainer):
         entropy,
         discovered,
     )
+    device_login: providers.Provider[DeviceLogin] = providers.Singleton(
+        DeviceLogin, oauth2, token_client, token_requests, clock
+    )
+    token_command: providers.Provider[TokenCommand] = providers.Singleton(
+        subprocess_token_command, oauth2
+    )
     grant: providers.Provider[Grant] = providers.Singleton(
-        build_grant, oauth2, token_client, token_requests, interactive_login.provider
+        build_grant,
+        oauth2,
+        token_client,
+        token_requests,
+        interactive_login.provider,
+        device_login.provider,
+        token_command.provider,
+        clock,
     )
     token_manager: providers.Provider[TokenManager] = providers.Singleton(
         TokenManager,

@@ -50,7 +50,7 @@ from ..domain.token_exchange import TokenRequestBuilder, resource_indicator
 from ..domain.url_guard import insecure_reason
 
 if TYPE_CHECKING:
-    from .interactive_login import InteractiveLogin
+    from .grants import Login
 
 log = package_logger()
 notices = notice_logger()
@@ -72,14 +72,15 @@ DISCOVERY_TIMEOUT_SECONDS = 30.0
 def needs_discovery(config: ProxyConfig) -> bool:
     """Whether anything the grant needs is missing and discovery may find it."""
     oauth = config.oauth2
-    if not config.discovery.enabled:
+    if not config.discovery.enabled or oauth.token_command is not None:
         return False
     browser = (
         oauth.grant == "authorization_code"
         and oauth.interactive
         and oauth.authorization_url is None
     )
-    return oauth.token_url is None or oauth.client_id is None or browser
+    device = oauth.grant == "device_code" and oauth.device_authorization_url is None
+    return oauth.token_url is None or oauth.client_id is None or browser or device
 
 
 class Discovery:
@@ -175,11 +176,12 @@ class Discovery:
             token_url=server.token_endpoint,
             authorization_url=server.authorization_endpoint,
             registration_url=server.registration_endpoint,
+            device_authorization_url=server.device_authorization_endpoint,
             scope=choose_scope(
                 challenge.get("scope"),
                 resource,
                 server,
-                offline=config.oauth2.grant == "authorization_code",
+                offline=config.oauth2.grant in ("authorization_code", "device_code"),
             ),
             # RFC 8707 with RFC 9728 §1.2: the resource identifier is the one the server
             # published (already checked to cover the upstream).
@@ -303,6 +305,10 @@ def _apply(
     candidates = {
         "token_url": ("oauth2.tokenUrl", found.token_url),
         "authorization_url": ("oauth2.authorizationUrl", found.authorization_url),
+        "device_authorization_url": (
+            "oauth2.deviceAuthorizationUrl",
+            found.device_authorization_url,
+        ),
         "scope": ("oauth2.scope", found.scope),
         "resource": ("oauth2.resource", found.resource),
     }
@@ -335,7 +341,7 @@ class Rediscovery:
     registrar: Registrar | None
     redactor: Redactor
 
-    async def moved(self, login: InteractiveLogin | None) -> bool:
+    async def moved(self, login: Login | None) -> bool:
         """True when the authorization server changed and the proxy now acts for the new one."""
         try:
             found = await self.discovery.locate(self.original.config)
@@ -381,7 +387,7 @@ class Rediscovery:
         self.found = found
         return True
 
-    def _cannot_follow(self, login: InteractiveLogin | None) -> str | None:
+    def _cannot_follow(self, login: Login | None) -> str | None:
         """Why this configuration must stay with the server it was written for, if it must:
         what it holds for that server must never reach one the MCP server names instead."""
         oauth = self.original.config.oauth2

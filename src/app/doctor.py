@@ -64,6 +64,7 @@ from ..domain.ports import (
 from ..domain.redaction import Redactor
 from ..domain.settings import CONFIG_FILE_ENV
 from ..domain.sse import SseDecoder, SseEvent
+from ..domain.token_command import command_words
 from ..domain.token_exchange import TokenReply, TokenRequest
 from ..domain.token_lifecycle import AccessToken
 from ..domain.url_guard import check_config_urls
@@ -82,6 +83,10 @@ STEPS = (
     "server stream",
     "callback port",
 )
+LOGIN_GRANTS = {
+    "authorization_code": "a browser login",
+    "device_code": "a device login (a code to enter on another device)",
+}
 STEP_SECONDS = 15.0
 DISCOVERY_SECONDS = 45.0  # discovery's own 30 s limit, plus a client registration
 MAX_ANSWER_BYTES = 1 << 20
@@ -304,15 +309,17 @@ class _Doctor:
     async def _token(self, proxy: Proxy) -> AccessToken | None:
         oauth = proxy.config.oauth2
         where = f"client {oauth.client_id} at {oauth.token_url}"
+        if oauth.token_command is not None:
+            where = f"the token command {command_words(oauth.token_command)[0]}"
         cached = proxy.cached_login() if caches_logins(oauth) else None
-        if oauth.grant == "authorization_code" and cached is None:
+        if oauth.grant in LOGIN_GRANTS and oauth.token_command is None and cached is None:
             self.add(
                 failed(
                     "token",
                     f"no cached login for {where} in {cache_directory(oauth)}, so the proxy "
-                    "would open the browser at its start",
-                    "run `mcp-oauth2-proxy login` once, where a browser can open (on a remote "
-                    "host, see docs/remote-hosts.md); later starts need no browser",
+                    f"would start {LOGIN_GRANTS[oauth.grant]} at its start",
+                    "run `mcp-oauth2-proxy login` once (on a remote host, see "
+                    "docs/remote-hosts.md); later starts need no login",
                 )
             )
             return None
@@ -333,6 +340,8 @@ class _Doctor:
             return None
         self.redactor.register(token.value)
         how = "the cached login, refreshed" if cached is not None else f"grant {oauth.grant}"
+        if oauth.token_command is not None:
+            how = "what it printed"
         detail = f"a {token.token_type} token for {where}, from {how}"
         if token.scope:
             detail += f"; scope {token.scope}"

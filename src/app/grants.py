@@ -15,14 +15,29 @@ from pydantic import SecretStr
 
 from ..adapters.stderr_log import package_logger
 from ..domain.config import OAuth2Config
+from ..domain.discovery import Discovered
 from ..domain.errors import ConfigError, ConfigProblem, OAuthError, TokenEndpointError
+from ..domain.ports import Clock, TokenCommand
 from ..domain.settings import SETTINGS_BY_PATH
+from ..domain.token_command import read_command_output
 from ..domain.token_exchange import TokenRequestBuilder
-from ..domain.token_lifecycle import IssuedTokens
+from ..domain.token_lifecycle import AccessToken, IssuedTokens, normalise_token_type, renew_at
+from .device_login import DeviceLogin
 from .interactive_login import InteractiveLogin
 from .token_client import TokenClient
 
 log = package_logger()
+
+
+class Login(Protocol):
+    """A login that involves the user (the browser login, the device login): what `login`
+    runs, what a dead refresh token falls back to, and what a step-up repeats."""
+
+    async def run(self) -> IssuedTokens: ...
+
+    def move_to(self, oauth: OAuth2Config, discovered: Discovered) -> None:
+        """Log in at another authorization server from now on (it was discovered again)."""
+        ...
 
 
 class Grant(Protocol):
@@ -41,8 +56,8 @@ class Grant(Protocol):
         ...
 
     @property
-    def interactive(self) -> InteractiveLogin | None:
-        """The browser login, for grants that have one."""
+    def interactive(self) -> Login | None:
+        """The login with the user, for grants that have one."""
         ...
 
     async def start(self) -> IssuedTokens: ...
@@ -175,8 +190,71 @@ class AuthorizationCodeGrant:
         )
 
 
+class DeviceCodeGrant:
+    """RFC 8628: the device login, whenever there is no usable refresh token (and by
+    `mcp-oauth2-proxy login`). Its refresh tokens are cached like the browser login's."""
+
+    name = "device_code"
+    initial_refresh_token = None
+
+    def __init__(self, login: DeviceLogin | None) -> None:
+        self._login = login
+
+    @property
+    def can_start(self) -> bool:
+        return self._login is not None
+
+    @property
+    def interactive(self) -> DeviceLogin | None:
+        return self._login
+
+    async def start(self) -> IssuedTokens:
+        if self._login is None:
+            raise OAuthError(
+                "no usable cached login, and logging in by itself is off (oauth2.interactive / "
+                "OAUTH2_INTERACTIVE=false): run `mcp-oauth2-proxy login`, which shows a code "
+                "to enter on any device"
+            )
+        return await self._login.run()
+
+
+class CommandGrant:
+    """The credential helper (`oauth2.tokenCommand`): the user's own command prints the
+    token; it is run again when the token expires or the upstream refuses it."""
+
+    name = "token_command"
+    initial_refresh_token = None
+    can_start = True
+    interactive = None
+
+    def __init__(self, command: TokenCommand, clock: Clock, refresh_skew_seconds: float) -> None:
+        self._command = command
+        self._clock = clock
+        self._skew = refresh_skew_seconds
+
+    async def start(self) -> IssuedTokens:
+        printed = await self._command.run()
+        value, expires_in, token_type = read_command_output(printed, self._command.program)
+        now = self._clock.now()
+        access = AccessToken(
+            value,
+            normalise_token_type(token_type),
+            renew_at(now, expires_in, self._skew, value),
+        )
+        log.debug(
+            "the token command gave a token",
+            extra={"expires_in": expires_in if expires_in is not None else "unknown"},
+        )
+        return IssuedTokens(access, None)
+
+
 def build_token_requests(oauth: OAuth2Config) -> TokenRequestBuilder:
     """The request builder for this client and token endpoint."""
+    if oauth.token_command is not None:
+        # Never sent from: the command is the token source, and nothing else is required.
+        return TokenRequestBuilder(
+            oauth, token_url=oauth.token_url or "", client_id=oauth.client_id or ""
+        )
     return TokenRequestBuilder(
         oauth,
         token_url=_required(oauth.token_url, "oauth2.tokenUrl"),
@@ -189,8 +267,16 @@ def build_grant(
     client: TokenClient,
     builder: TokenRequestBuilder,
     login: Callable[[], InteractiveLogin],
+    device_login: Callable[[], DeviceLogin],
+    command: Callable[[], TokenCommand],
+    clock: Clock,
 ) -> Grant:
-    """The grant `oauth.grant` names, from settings already checked by grant_requirements."""
+    """The grant `oauth.grant` names (or the token command, which replaces any grant), from
+    settings already checked by grant_requirements."""
+    if oauth.token_command is not None:
+        return CommandGrant(command(), clock, oauth.refresh_skew_seconds)
+    if oauth.grant == "device_code":
+        return DeviceCodeGrant(device_login() if oauth.interactive else None)
     if oauth.grant == "client_credentials":
         return ClientCredentialsGrant(client, builder)
     if oauth.grant == "password":

@@ -7,10 +7,12 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from ..adapters.stderr_log import TRACE, package_logger
-from ..domain.errors import TokenEndpointError
+from ..domain.device_flow import DEVICE_CODE_GRANT, POLL_ANSWERS
+from ..domain.errors import ConfigError, ConfigProblem, TokenEndpointError
 from ..domain.ports import Clock, TokenEndpoint
 from ..domain.redaction import Redactor
 from ..domain.token_exchange import (
+    TokenReply,
     TokenRequest,
     TokenRequestBuilder,
     naming_the_wait,
@@ -20,6 +22,7 @@ from ..domain.token_exchange import (
     without_resource,
 )
 from ..domain.token_lifecycle import IssuedTokens
+from .client_assertions import ClientAssertions
 
 log = package_logger()
 
@@ -37,13 +40,33 @@ class TokenClient:
         refresh_skew_seconds: float,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         requests: TokenRequestBuilder | None = None,
+        assertions: ClientAssertions | None = None,
     ) -> None:
         self._endpoint = endpoint
+        self._assertions = assertions
         self._requests = requests
         self._clock = clock
         self._redactor = redactor
         self._skew = refresh_skew_seconds
         self._sleep = sleep
+
+    async def post(self, request: TokenRequest) -> TokenReply:
+        """One POST as it is sent: with a fresh private_key_jwt assertion when the client
+        authenticates that way (raw reply, for requests that are not token requests)."""
+        if request.needs_assertion:
+            if self._assertions is None:
+                raise ConfigError(
+                    [
+                        ConfigProblem(
+                            "oauth2.clientAssertionKeyFile / OAUTH2_CLIENT_ASSERTION_KEY_FILE",
+                            "not set",
+                            "private_key_jwt needs the client's private key to sign with",
+                        )
+                    ]
+                )
+            request = self._assertions.signed(request)
+            self._redactor.register(*request.secret_values())
+        return await self._endpoint.post(request)
 
     async def exchange(self, request: TokenRequest) -> IssuedTokens:
         """Raises TokenEndpointError or IdpUnreachableError; a temporary refusal (429, 503,
@@ -52,7 +75,7 @@ class TokenClient:
         attempt = 0
         while True:
             log.debug("requesting a token", extra={"grant": request.grant, "url": request.url})
-            reply = await self._endpoint.post(request)
+            reply = await self.post(request)
             log.log(
                 TRACE,
                 "token endpoint answered",
@@ -63,6 +86,8 @@ class TokenClient:
                     request, reply, now=self._clock.now(), refresh_skew=self._skew
                 )
             except TokenEndpointError as error:
+                if request.grant == DEVICE_CODE_GRANT and error.error in POLL_ANSWERS:
+                    raise  # the device login's own polling decides (RFC 8628 §3.5)
                 if refuses_resource(error, request):
                     # Entra ID and a few others refuse RFC 8707 `resource`: ask without it,
                     # now and from now on (authorize URLs included), and say so once.

@@ -88,9 +88,9 @@ class TokenManager:
         interactive = self._grant.interactive
         if interactive is None:
             raise OAuthError(
-                "mcp-oauth2-proxy login is only for oauth2.grant / "
-                f"OAUTH2_GRANT=authorization_code; grant {self._grant.name} gets its tokens by "
-                "itself at every start, so there is nothing to log in to"
+                "mcp-oauth2-proxy login is only for oauth2.grant / OAUTH2_GRANT="
+                f"authorization_code or device_code; grant {self._grant.name} gets its tokens "
+                "by itself at every start, so there is nothing to log in to"
             )
         async with self._lock, self._shared():
             return self._keep(await interactive.run())

@@ -15,9 +15,14 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.alias_generators import to_camel, to_snake
 
 from .settings import SETTINGS
+from .token_command import command_words
 
-Grant = Literal["client_credentials", "refresh_token", "authorization_code", "password"]
-AuthStyle = Literal["body", "header"]
+Grant = Literal[
+    "client_credentials", "refresh_token", "authorization_code", "device_code", "password"
+]
+AuthStyle = Literal["body", "header", "private_key_jwt"]
+AssertionAlgorithm = Literal["RS256", "ES256"]
+TokenStore = Literal["auto", "file", "keyring"]
 LogLevel = Literal["trace", "debug", "info", "warn", "error", "fatal"]
 Transport = Literal["auto", "streamable-http", "sse"]
 
@@ -48,6 +53,20 @@ def _absolute_url(value: str) -> str:
 def _lower_case(value: object) -> object:
     """Choices are case-insensitive in the file as in the environment: `DEBUG` is `debug`."""
     return value.lower() if isinstance(value, str) else value
+
+
+def _upper_case(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _argv(value: str | list[str]) -> str | list[str]:
+    """A command: text split into words as a POSIX shell would (never run by one), or a
+    JSON array of words."""
+    try:
+        command_words(value)
+    except ValueError as error:
+        raise ValueError(f'{error}; give it as "corp-cli token print"') from None
+    return value
 
 
 def _non_empty_secret(value: SecretStr) -> SecretStr:
@@ -138,6 +157,7 @@ class OAuth2Config(_Section):
 
     grant: Annotated[Grant, BeforeValidator(_lower_case)] = "authorization_code"
     token_url: AbsoluteUrl | None = None
+    device_authorization_url: AbsoluteUrl | None = None
     client_id: NonEmpty | None = None
     client_metadata_url: MetadataDocumentUrl | None = None
     client_secret: Secret | None = None
@@ -145,6 +165,10 @@ class OAuth2Config(_Section):
     audience: NonEmpty | None = None
     resource: NonEmpty | None = None
     auth_style: Annotated[AuthStyle, BeforeValidator(_lower_case)] = "body"
+    client_assertion_key_file: NonEmpty | None = None
+    client_assertion_alg: Annotated[AssertionAlgorithm, BeforeValidator(_upper_case)] = "RS256"
+    client_assertion_kid: NonEmpty | None = None
+    token_command: Annotated[str | list[str], AfterValidator(_argv)] | None = None
     refresh_skew_seconds: Annotated[int, Field(ge=0)] = 30
     extra_params: Annotated[dict[str, str], AfterValidator(_no_reserved_params)] = Field(
         default_factory=dict
@@ -159,6 +183,7 @@ class OAuth2Config(_Section):
     callback_port: Annotated[int, Field(ge=0, le=65535)] = 53682
     callback_timeout_seconds: Annotated[int, Field(gt=0)] = 300
     token_cache_dir: NonEmpty | None = None
+    token_store: Annotated[TokenStore, BeforeValidator(_lower_case)] = "auto"  # noqa: S105
     username: NonEmpty | None = None
     password: Secret | None = None
     assume_pkce: bool = False

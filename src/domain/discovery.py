@@ -121,6 +121,7 @@ class ServerMetadata(_Lenient):
     issuer: str
     authorization_endpoint: str | None = None
     token_endpoint: str | None = None
+    device_authorization_endpoint: str | None = None
     registration_endpoint: str | None = None
     scopes_supported: list[str] | None = None
     code_challenge_methods_supported: list[str] | None = None
@@ -203,6 +204,7 @@ class Discovered:
     iss_parameter_supported: bool
     client_id_metadata_documents: bool
     token_auth_methods: tuple[str, ...] | None = None
+    device_authorization_url: str | None = None
     tried: tuple[str, ...] = field(default=())
     # Every server the resource metadata names; `issuer` is the first.
     authorization_servers: tuple[str, ...] = field(default=())
@@ -231,7 +233,12 @@ def unsafe_endpoints(metadata: ServerMetadata, *, allow_insecure_http: bool) -> 
     """The discovered endpoints that would carry secrets in cleartext, with the reason and
     what to do: they are the server's to fix, or yours to set instead."""
     problems = []
-    for name in ("authorization_endpoint", "token_endpoint", "registration_endpoint"):
+    for name in (
+        "authorization_endpoint",
+        "token_endpoint",
+        "device_authorization_endpoint",
+        "registration_endpoint",
+    ):
         url = getattr(metadata, name)
         if url is not None:
             reason = insecure_reason(url, allow_insecure_http=allow_insecure_http)

@@ -17,16 +17,28 @@ _BY_GRANT: dict[str, tuple[str, ...]] = {
     "refresh_token": ("oauth2.refreshToken",),
     "password": ("oauth2.username", "oauth2.password"),
     "authorization_code": (),
+    "device_code": ("oauth2.deviceAuthorizationUrl",),
 }
+# Only the endpoints: a device client may be public, and discovery registers none for it.
+_FOUND_BY_DISCOVERY = frozenset({"oauth2.tokenUrl", "oauth2.deviceAuthorizationUrl"})
 
 
 def check_grant_requirements(loaded: LoadedConfig, *, discovery_pending: bool = False) -> None:
     """Raise one ConfigError naming every setting the configured grant still lacks."""
     oauth = loaded.config.oauth2
+    if oauth.token_command is not None:
+        return  # the command is the whole token source: no OAuth setting is used
     values = oauth.model_dump(by_alias=True)
     problems: list[ConfigProblem] = []
-    always = () if discovery_pending and loaded.config.discovery.enabled else _ALWAYS
-    for path in (*always, *_BY_GRANT[oauth.grant]):
+    pending = discovery_pending and loaded.config.discovery.enabled
+    required = [*_ALWAYS, *_BY_GRANT[oauth.grant]]
+    if oauth.auth_style == "private_key_jwt":
+        # The signed assertion takes the secret's place.
+        required = [path for path in required if path != "oauth2.clientSecret"]
+        required.append("oauth2.clientAssertionKeyFile")
+    for path in required:
+        if pending and (path in _ALWAYS or path in _FOUND_BY_DISCOVERY):
+            continue
         if values[path.split(".", 1)[1]] is None:
             setting = SETTINGS_BY_PATH[path]
             not_found = (

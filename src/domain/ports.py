@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 
 from .authorization import Denied, Granted, RedirectTarget
 from .cached_login import CachedLogin
+from .client_assertion import Algorithm
 from .client_registration import RegisteredClient
 from .line_framing import Oversized
 from .pkce import LoginSecrets
@@ -33,6 +34,27 @@ class TokenEndpoint(Protocol):
     """
 
     async def post(self, request: TokenRequest) -> TokenReply: ...
+
+
+class AssertionSigner(Protocol):
+    """Signs private_key_jwt assertions with the client's private key (which it holds)."""
+
+    @property
+    def algorithm(self) -> Algorithm: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class TokenCommand(Protocol):
+    """The user's credential helper: runs it, returns what it printed on stdout.
+
+    Raises OAuthError when it cannot be run, fails or takes too long (the message says
+    which, with the helper's last words on stderr)."""
+
+    @property
+    def program(self) -> str: ...
+
+    async def run(self) -> bytes: ...
 
 
 class ConfigFileReader(Protocol):

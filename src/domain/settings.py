@@ -101,9 +101,15 @@ SETTINGS: tuple[Setting, ...] = (
         "oauth2.grant",
         "OAUTH2_GRANT",
         Kind.CHOICE,
-        "client_credentials, refresh_token, authorization_code or password.",
+        "client_credentials, refresh_token, authorization_code, device_code or password.",
     ),
     Setting("oauth2.tokenUrl", "OAUTH2_TOKEN_URL", Kind.URL, "The IdP's token endpoint."),
+    Setting(
+        "oauth2.deviceAuthorizationUrl",
+        "OAUTH2_DEVICE_AUTHORIZATION_URL",
+        Kind.URL,
+        "The IdP's device authorization endpoint (device_code grant, RFC 8628).",
+    ),
     Setting("oauth2.clientId", "OAUTH2_CLIENT_ID", Kind.TEXT, "The OAuth2 client id."),
     Setting(
         "oauth2.clientMetadataUrl",
@@ -134,7 +140,32 @@ SETTINGS: tuple[Setting, ...] = (
         "oauth2.authStyle",
         "OAUTH2_AUTH_STYLE",
         Kind.CHOICE,
-        "How the client authenticates: `body` (form fields) or `header` (HTTP Basic).",
+        "How the client authenticates: `body` (form fields), `header` (HTTP Basic) or "
+        "`private_key_jwt` (a JWT signed with the client's key, RFC 7523).",
+    ),
+    Setting(
+        "oauth2.clientAssertionKeyFile",
+        "OAUTH2_CLIENT_ASSERTION_KEY_FILE",
+        Kind.TEXT,
+        "PEM file of the private key that signs private_key_jwt assertions.",
+    ),
+    Setting(
+        "oauth2.clientAssertionAlg",
+        "OAUTH2_CLIENT_ASSERTION_ALG",
+        Kind.CHOICE,
+        "RS256 (an RSA key) or ES256 (a P-256 key), for private_key_jwt.",
+    ),
+    Setting(
+        "oauth2.clientAssertionKid",
+        "OAUTH2_CLIENT_ASSERTION_KID",
+        Kind.TEXT,
+        "The key id (`kid`) the IdP knows the private_key_jwt key by.",
+    ),
+    Setting(
+        "oauth2.tokenCommand",
+        "OAUTH2_TOKEN_COMMAND",
+        Kind.TEXT,
+        "A command that prints an access token, run as an argv (never a shell).",
     ),
     Setting(
         "oauth2.refreshSkewSeconds",
@@ -207,6 +238,12 @@ SETTINGS: tuple[Setting, ...] = (
         "OAUTH2_TOKEN_CACHE_DIR",
         Kind.TEXT,
         "Directory of the encrypted refresh-token cache.",
+    ),
+    Setting(
+        "oauth2.tokenStore",
+        "OAUTH2_TOKEN_STORE",
+        Kind.CHOICE,
+        "Where the cache's encryption key lives: auto, file or keyring (the OS keychain).",
     ),
     Setting(
         "oauth2.username",

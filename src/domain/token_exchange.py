@@ -12,12 +12,14 @@ import base64
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote_plus
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from .client_assertion import CLIENT_ASSERTION_TYPE
 from .config import AuthStyle, OAuth2Config
+from .device_flow import DEVICE_CODE_GRANT
 from .errors import TokenEndpointError
 from .redaction import Redactor
 from .retry_after import MAX_RETRY_WAIT_SECONDS, retry_after_seconds
@@ -27,7 +29,15 @@ FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 _SHOWN_BODY_CHARS = 300
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
 SECRET_FORM_FIELDS = frozenset(
-    {"client_secret", "password", "refresh_token", "code", "code_verifier"}
+    {
+        "client_secret",
+        "client_assertion",
+        "password",
+        "refresh_token",
+        "code",
+        "code_verifier",
+        "device_code",
+    }
 )
 
 
@@ -48,6 +58,16 @@ class TokenRequest:
     def __repr__(self) -> str:
         fields = ", ".join(name for name, _ in self.form)
         return f"TokenRequest(url={self.url!r}, grant={self.grant!r}, fields=[{fields}])"
+
+    @property
+    def needs_assertion(self) -> bool:
+        """Whether the client authenticates with private_key_jwt, so each POST of this
+        request must carry a freshly signed `client_assertion` (`with_assertion`)."""
+        return ("client_assertion_type", CLIENT_ASSERTION_TYPE) in self.form
+
+    def with_assertion(self, assertion: str) -> TokenRequest:
+        form = [(name, value) for name, value in self.form if name != "client_assertion"]
+        return replace(self, form=(*form, ("client_assertion", assertion)))
 
 
 @dataclass(frozen=True)
@@ -70,7 +90,13 @@ class ClientCredentials:
     style: AuthStyle
 
     def apply(self, form: dict[str, str]) -> tuple[tuple[str, str], ...]:
-        """Add this client's authentication to `form`; return any headers it needs."""
+        """Add this client's authentication to `form`; return any headers it needs. For
+        private_key_jwt the assertion itself is added per POST (`TokenRequest.with_assertion`),
+        since each one may be used once."""
+        if self.style == "private_key_jwt":
+            form["client_id"] = self.client_id
+            form["client_assertion_type"] = CLIENT_ASSERTION_TYPE
+            return ()
         if self.client_secret is not None and self.style == "header":
             # RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.
             pair = f"{quote_plus(self.client_id)}:{quote_plus(self.client_secret)}"
@@ -127,6 +153,24 @@ class TokenRequestBuilder:
         if code_verifier is not None:
             fields["code_verifier"] = code_verifier
         return self._build("authorization_code", fields)
+
+    def device_authorization(self, url: str) -> TokenRequest:
+        """RFC 8628 §3.1: the client and what it asks for; no grant_type, since this is
+        not yet a token request."""
+        form: dict[str, str] = {}
+        if self.scope is not None:
+            form["scope"] = self.scope
+        if self.resource is not None:
+            form["resource"] = self.resource
+        if self._audience is not None:
+            form["audience"] = self._audience
+        headers = self._client.apply(form)
+        form.update(self._extra)
+        return TokenRequest(url, "device_authorization", tuple(form.items()), headers)
+
+    def device_code(self, device_code: str) -> TokenRequest:
+        """RFC 8628 §3.4: one poll of the token endpoint."""
+        return self._build(DEVICE_CODE_GRANT, {"device_code": device_code})
 
     def _build(
         self,

@@ -54,14 +54,28 @@ FIELD_OF_ENV: dict[str, tuple[str, str]] = {
     "OAUTH2_PASSWORD": ("oauth2", "password"),
     "OAUTH2_ASSUME_PKCE": ("oauth2", "assume_pkce"),
     "OAUTH2_CLIENT_METADATA_URL": ("oauth2", "client_metadata_url"),
+    "OAUTH2_DEVICE_AUTHORIZATION_URL": ("oauth2", "device_authorization_url"),
+    "OAUTH2_CLIENT_ASSERTION_KEY_FILE": ("oauth2", "client_assertion_key_file"),
+    "OAUTH2_CLIENT_ASSERTION_ALG": ("oauth2", "client_assertion_alg"),
+    "OAUTH2_CLIENT_ASSERTION_KID": ("oauth2", "client_assertion_kid"),
+    "OAUTH2_TOKEN_COMMAND": ("oauth2", "token_command"),
+    "OAUTH2_TOKEN_STORE": ("oauth2", "token_store"),
     "DISCOVERY_ENABLED": ("discovery", "enabled"),
     "LOG_LEVEL": ("log", "level"),
     "ALLOW_INSECURE_HTTP": ("security", "allow_insecure_http"),
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "oauth2.grant": ("client_credentials", "refresh_token", "authorization_code", "password"),
-    "oauth2.authStyle": ("body", "header"),
+    "oauth2.grant": (
+        "client_credentials",
+        "refresh_token",
+        "authorization_code",
+        "device_code",
+        "password",
+    ),
+    "oauth2.authStyle": ("body", "header", "private_key_jwt"),
+    "oauth2.clientAssertionAlg": ("RS256", "ES256"),
+    "oauth2.tokenStore": ("auto", "file", "keyring"),
     "upstream.transport": ("auto", "streamable-http", "sse"),
     "log.level": ("trace", "debug", "info", "warn", "error", "fatal"),
 }

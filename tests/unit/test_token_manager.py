@@ -11,6 +11,7 @@ import pytest
 from anyio import wait_all_tasks_blocked
 from pydantic import SecretStr
 
+from mcp_oauth2_proxy.app.device_login import DeviceLogin
 from mcp_oauth2_proxy.app.grants import build_grant, build_token_requests
 from mcp_oauth2_proxy.app.interactive_login import InteractiveLogin
 from mcp_oauth2_proxy.app.token_client import TokenClient
@@ -19,6 +20,7 @@ from mcp_oauth2_proxy.domain.authorization import Granted
 from mcp_oauth2_proxy.domain.cached_login import CachedLogin, cache_key
 from mcp_oauth2_proxy.domain.config import OAuth2Config
 from mcp_oauth2_proxy.domain.errors import OAuthError, TokenEndpointError
+from mcp_oauth2_proxy.domain.ports import TokenCommand
 from mcp_oauth2_proxy.domain.redaction import Redactor
 from mcp_oauth2_proxy.domain.token_exchange import TokenReply, TokenRequest
 from mcp_oauth2_proxy.domain.token_lifecycle import AccessToken
@@ -42,6 +44,14 @@ TOKEN_URL = "https://idp.example/token"
 
 def unused_login() -> InteractiveLogin:
     raise AssertionError("this grant has no browser login")
+
+
+def unused_device_login() -> DeviceLogin:
+    raise AssertionError("this grant has no device login")
+
+
+def unused_command() -> TokenCommand:
+    raise AssertionError("no token command is configured")
 
 
 class Sleeps:
@@ -85,7 +95,11 @@ def manager(
             FakeEntropy(),
         )
 
-    return TokenManager(build_grant(oauth, client, builder, login), client, builder, clock, store)
+    def device_login() -> DeviceLogin:
+        return DeviceLogin(oauth, client, builder, clock, sleep=sleeps or Sleeps())
+
+    grant = build_grant(oauth, client, builder, login, device_login, unused_command, clock)
+    return TokenManager(grant, client, builder, clock, store)
 
 
 def cc(endpoint: FakeTokenEndpoint, clock: FakeClock) -> TokenManager:
@@ -249,7 +263,9 @@ async def test_tokens_are_registered_for_redaction() -> None:
     )
     client = TokenClient(endpoint, FakeClock(), redactor, refresh_skew_seconds=30)
     builder = build_token_requests(oauth)
-    grant = build_grant(oauth, client, builder, login=unused_login)
+    grant = build_grant(
+        oauth, client, builder, unused_login, unused_device_login, unused_command, FakeClock()
+    )
     await TokenManager(grant, client, builder, FakeClock()).token()
     text = redactor.redact("access-value refresh-value client-secret")
     assert "access-value" not in text
