@@ -21,12 +21,15 @@ from typing import Protocol
 import filelock
 
 from ..domain.config import TokenStore as TokenStoreMode
+from ..domain.errors import ConfigError, ConfigProblem
 from .atomic_file import write_atomically, write_temporary
 from .stderr_log import package_logger
 
 log = package_logger()
 
 KEY_BYTES = 32
+# Beside the cache once the key is in the keychain, so no process makes a file key instead.
+MARKER = "key-in-keychain"
 KEYRING_SERVICE = "mcp-oauth2-proxy"
 STORE_SETTING = "oauth2.tokenStore / OAUTH2_TOKEN_STORE"
 
@@ -55,6 +58,7 @@ class FileCacheKey:
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "key"
+        self.marker = directory / MARKER
 
     def existing(self) -> bytes | None:
         try:
@@ -64,6 +68,22 @@ class FileCacheKey:
         return key if len(key) == KEY_BYTES else None
 
     def key(self) -> bytes:
+        if self.marker.exists():
+            # A new file key would make every cached login unreadable, and the next process
+            # with the keychain would take the logins saved meanwhile: refuse instead.
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        STORE_SETTING,
+                        "",
+                        f"the token cache key of {self.path.parent} was moved into the "
+                        "operating system's keychain, which this process cannot use; run "
+                        "where the keychain works (with the keyring extra: pip install "
+                        "'mcp-oauth2-proxy[keyring]'), or delete "
+                        f"{self.marker} and log in again (the cached logins are then lost)",
+                    )
+                ]
+            )
         for _ in range(3):
             try:
                 key = self.path.read_bytes()
@@ -89,8 +109,10 @@ class FileCacheKey:
 class KeyringCacheKey:
     """The key in the keychain, one entry per cache directory (the account is its path).
 
-    A keychain that fails later (locked, its daemon gone) falls back to the file key for
-    this process, with a warning: the proxy keeps working, and says where the key went."""
+    The key is read from the keychain once per process. A keychain that fails before it
+    ever held the key falls back to a file key, with a warning; once it holds the key (the
+    MARKER file says so), a failing keychain is an error that says so, since a new file key
+    would lose every cached login."""
 
     where = "keyring"
 
@@ -100,13 +122,17 @@ class KeyringCacheKey:
         self._backend = backend
         self._file = FileCacheKey(directory)
         self._fallen_back = False
+        self._known: bytes | None = None
 
     def key(self) -> bytes:
+        if self._known is not None:
+            return self._known
         if self._fallen_back:
             return self._file.key()
         try:
             with filelock.FileLock(self._directory / "key.lock"):
-                return self._from_keychain()
+                self._known = self._from_keychain()
+                return self._known
         except Exception as error:  # keyring's backends raise their own kinds
             self._fallen_back = True
             log.warning(
@@ -123,7 +149,6 @@ class KeyringCacheKey:
             except (binascii.Error, ValueError):
                 key = b""
             if len(key) == KEY_BYTES:
-                self._forget_file_key()
                 return key
             log.warning("replacing a malformed token cache key in the keychain")
         key = self._file.existing() or secrets.token_bytes(KEY_BYTES)
@@ -132,6 +157,9 @@ class KeyringCacheKey:
         self._backend.set_password(KEYRING_SERVICE, self._account, encoded)
         if self._backend.get_password(KEYRING_SERVICE, self._account) != encoded:
             raise RuntimeError("the keychain did not keep the key it was given")
+        self._file.marker.write_text(
+            "The encryption key of this token cache is in the operating system's keychain.\n"
+        )
         if moved:
             log.info(
                 "moved the token cache key into the keychain; cached logins are kept",
@@ -157,6 +185,8 @@ def usable_keyring() -> Keychain | None:
         backend = keyring.get_keyring()
         if isinstance(backend, fail.Keyring) or getattr(backend, "priority", 0) <= 0:
             return None
+        if type(backend).__module__.startswith("keyrings.alt"):
+            return None  # plaintext or password-prompting files, not a keychain
         backend.get_password(KEYRING_SERVICE, "probe")
     except Exception as error:  # a backend that cannot even answer is no backend
         log.info("no usable keychain", extra={"reason": repr(error)})
@@ -172,7 +202,7 @@ def cache_key(directory: Path, mode: TokenStoreMode) -> CacheKey:
     backend = usable_keyring()
     if backend is not None:
         return KeyringCacheKey(directory, backend)
-    say = log.warning if mode == "keyring" else log.info
+    say = log.warning if mode == "keyring" else log.debug
     say(
         "no usable keychain (install the keyring extra: pip install 'mcp-oauth2-proxy[keyring]'"
         ", and on Linux run a Secret Service such as GNOME Keyring); the token cache key stays "

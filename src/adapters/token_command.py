@@ -1,9 +1,13 @@
 """The TokenCommand port over a child process: the user's credential helper, run as an argv
-(never through a shell), its stdout read as the token and its stderr passed to our log."""
+(never through a shell) in its own process group, its stdout and stderr collected."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
+import sys
 
 import anyio
 from anyio.abc import ByteReceiveStream
@@ -15,6 +19,7 @@ from .stderr_log import package_logger
 log = package_logger()
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
+READ_GRACE_SECONDS = 0.2
 
 
 class SubprocessTokenCommand:
@@ -30,13 +35,14 @@ class SubprocessTokenCommand:
     def program(self) -> str:
         return self._words[0]
 
-    async def run(self) -> bytes:
+    async def run(self) -> tuple[bytes, bytes]:
         try:
             process = await anyio.open_process(
                 self._words,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                start_new_session=True,
             )
         except OSError as error:
             raise OAuthError(
@@ -53,12 +59,15 @@ class SubprocessTokenCommand:
                     assert process.stderr is not None
                     readers.start_soon(_collect, process.stdout, stdout)
                     readers.start_soon(_collect, process.stderr, stderr)
-                await process.wait()
+                    await process.wait()
+                    # A background child the helper left behind may hold the pipes open:
+                    # what the helper printed before it exited is all there is to read.
+                    await anyio.sleep(READ_GRACE_SECONDS)
+                    readers.cancel_scope.cancel()
             if waiting.cancelled_caught:
-                process.kill()
+                _stop_group(process.pid)
                 with anyio.CancelScope(shield=True):
                     await process.wait()
-        self._pass_on(stderr)
         if waiting.cancelled_caught:
             raise OAuthError(
                 f"the token command {self.program} did not finish within {self._timeout:g} s "
@@ -72,12 +81,16 @@ class SubprocessTokenCommand:
                 f"{process.returncode}{f': {said}' if said else ''}; run it yourself to see why, "
                 f"and check {COMMAND_SETTING_NAMES}"
             )
-        return bytes(stdout)
+        return bytes(stdout), bytes(stderr)
 
-    def _pass_on(self, stderr: bytearray) -> None:
-        for line in stderr.decode("utf-8", "replace").splitlines():
-            if line.strip():
-                log.info("token command: %s", line.rstrip(), extra={"command": self.program})
+
+def _stop_group(pid: int) -> None:
+    """Kill the helper and whatever it started (it leads its own process group)."""
+    if sys.platform == "win32":
+        os.kill(pid, signal.SIGTERM)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 async def _collect(stream: ByteReceiveStream, into: bytearray) -> None:

@@ -22,6 +22,7 @@ import anyio
 
 from .._version import __version__
 from ..adapters.stderr_log import log_to_stderr, package_logger
+from ..domain.config import OAuth2Config
 from ..domain.config_merge import LoadedConfig
 from ..domain.config_report import config_report, render_report
 from ..domain.diagnosis import all_passed, render_checks, render_json
@@ -148,7 +149,7 @@ async def _login(loaded: LoadedConfig) -> int:
 
 async def _logout(loaded: LoadedConfig) -> int:
     if not caches_logins(loaded.config.oauth2):
-        print(f"Grant {loaded.config.oauth2.grant} keeps no cached login; nothing to forget.")
+        print(f"{_token_source(loaded.config.oauth2)} keeps no cached login; nothing to forget.")
         return EXIT_OK
     try:
         async with Proxy(loaded) as proxy:  # discovery may be needed to name the login
@@ -168,12 +169,16 @@ async def _logout(loaded: LoadedConfig) -> int:
     return EXIT_OK
 
 
+def _token_source(oauth: OAuth2Config) -> str:
+    if oauth.token_command is not None:
+        return "The token command (oauth2.tokenCommand / OAUTH2_TOKEN_COMMAND)"
+    return f"Grant {oauth.grant}"
+
+
 async def _status(loaded: LoadedConfig) -> int:
     if not caches_logins(loaded.config.oauth2):
-        print(
-            f"Grant {loaded.config.oauth2.grant} keeps no cached login: it asks the IdP at "
-            "every start."
-        )
+        source = _token_source(loaded.config.oauth2)
+        print(f"{source} keeps no cached login: it gets a token again at every start.")
         return EXIT_FAILURE
     try:
         async with Proxy(loaded) as proxy:  # discovery may be needed to name the login
@@ -183,11 +188,11 @@ async def _status(loaded: LoadedConfig) -> int:
         log.critical("status failed: %s", error)
         return exit_code(error)
     if cached is None:
-        # `login` is the browser login, which grant refresh_token refuses: it starts from the
-        # refresh token it is given.
+        # `login` is the browser or device login, which grant refresh_token refuses: it
+        # starts from the refresh token it is given.
         what_to_do = (
             "Run `mcp-oauth2-proxy login`."
-            if oauth.grant == "authorization_code"
+            if oauth.grant in ("authorization_code", "device_code")
             else "Set a new oauth2.refreshToken / OAUTH2_REFRESH_TOKEN."
         )
         print(

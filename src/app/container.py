@@ -255,6 +255,7 @@ class Container(containers.DeclarativeContainer):
         device_login.provider,
         token_command.provider,
         clock,
+        redactor,
     )
     token_manager: providers.Provider[TokenManager] = providers.Singleton(
         TokenManager,

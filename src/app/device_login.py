@@ -21,13 +21,20 @@ from ..domain.device_flow import (
     read_device_authorization,
 )
 from ..domain.discovery import Discovered
-from ..domain.errors import ConfigError, ConfigProblem, OAuthError, TokenEndpointError
+from ..domain.errors import (
+    ConfigError,
+    ConfigProblem,
+    IdpUnreachableError,
+    OAuthError,
+    TokenEndpointError,
+)
 from ..domain.ports import Clock
 from ..domain.token_exchange import TokenRequestBuilder
 from ..domain.token_lifecycle import IssuedTokens
 from .token_client import TokenClient
 
 log = package_logger()
+MAX_POLL_INTERVAL_SECONDS = 60.0
 notices = notice_logger()
 
 
@@ -85,9 +92,18 @@ class DeviceLogin:
                 if judge_poll(error, waited, authorization.expires_in) == "slower":
                     interval += SLOW_DOWN_STEP_SECONDS
                     log.debug("the IdP asked to poll slower", extra={"interval_s": interval})
-                if waited + interval > authorization.expires_in:
-                    raise OAuthError(
-                        f"the login was not approved within {authorization.expires_in:.0f} s, "
-                        "while the code was valid; run `mcp-oauth2-proxy login` and enter the "
-                        "new code sooner"
-                    ) from None
+            except IdpUnreachableError as error:
+                # §3.5: a poll that got no answer is no verdict; ask less often, until the
+                # code runs out (the user may be halfway through approving).
+                interval = min(interval * 2, MAX_POLL_INTERVAL_SECONDS)
+                log.warning(
+                    "no answer to a device login poll; asking again",
+                    extra={"reason": str(error), "in_s": f"{interval:g}"},
+                )
+            waited = self._clock.now() - started
+            if waited + interval > authorization.expires_in:
+                raise OAuthError(
+                    f"the login was not approved within {authorization.expires_in:.0f} s, "
+                    "while the code was valid; run `mcp-oauth2-proxy login` and enter the "
+                    "new code sooner"
+                )

@@ -60,6 +60,8 @@ notices = notice_logger()
 _BOUND_TO_THE_SERVER = {
     "oauth2.tokenUrl": "token_url",
     "oauth2.authorizationUrl": "authorization_url",
+    "oauth2.deviceAuthorizationUrl": "device_authorization_url",
+    "oauth2.clientAssertionKeyFile": "client_assertion_key_file",
     "oauth2.clientSecret": "client_secret",
     "oauth2.password": "password",
     "oauth2.authorizationCode": "authorization_code",

@@ -216,6 +216,8 @@ class _Doctor:
 
     def _callback_port(self, config: ProxyConfig, container: Container) -> Check:
         oauth = config.oauth2
+        if oauth.token_command is not None:
+            return skipped("callback port", "the token command needs no browser login")
         if oauth.grant != "authorization_code":
             return skipped("callback port", f"grant {oauth.grant} has no browser login")
         try:
@@ -564,7 +566,9 @@ def _configuration_passed(loaded: LoadedConfig, path: str | None) -> Check:
     lines = [line for line in config_report(loaded) if line.source != "default"]
     env = sum(line.source.startswith("env ") for line in lines)
     plural = "s" if env != 1 else ""
-    detail = f"grant {loaded.config.oauth2.grant}; {env} setting{plural} from the environment"
+    oauth = loaded.config.oauth2
+    source = "the token command" if oauth.token_command is not None else f"grant {oauth.grant}"
+    detail = f"{source}; {env} setting{plural} from the environment"
     if path is not None:
         detail += f", {len(lines) - env} from {path}"
     facts = tuple(f"{line.env} = {line.value} ({line.source})" for line in lines)
@@ -574,6 +578,8 @@ def _configuration_passed(loaded: LoadedConfig, path: str | None) -> Check:
 def _discovery_passed(before: ProxyConfig, after: ProxyConfig, calls: list[str]) -> Check:
     if not before.discovery.enabled:
         return skipped("discovery", "off (discovery.enabled / DISCOVERY_ENABLED=false)")
+    if before.oauth2.token_command is not None:
+        return skipped("discovery", "not needed: the token command gives the tokens")
     if not needs_discovery(before):
         return skipped(
             "discovery", "not needed: the token URL and client id (and login URL) are set"

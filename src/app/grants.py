@@ -18,6 +18,7 @@ from ..domain.config import OAuth2Config
 from ..domain.discovery import Discovered
 from ..domain.errors import ConfigError, ConfigProblem, OAuthError, TokenEndpointError
 from ..domain.ports import Clock, TokenCommand
+from ..domain.redaction import Redactor
 from ..domain.settings import SETTINGS_BY_PATH
 from ..domain.token_command import read_command_output
 from ..domain.token_exchange import TokenRequestBuilder
@@ -227,14 +228,28 @@ class CommandGrant:
     can_start = True
     interactive = None
 
-    def __init__(self, command: TokenCommand, clock: Clock, refresh_skew_seconds: float) -> None:
+    def __init__(
+        self,
+        command: TokenCommand,
+        clock: Clock,
+        redactor: Redactor,
+        refresh_skew_seconds: float,
+    ) -> None:
         self._command = command
         self._clock = clock
+        self._redactor = redactor
         self._skew = refresh_skew_seconds
 
     async def start(self) -> IssuedTokens:
-        printed = await self._command.run()
+        printed, said = await self._command.run()
         value, expires_in, token_type = read_command_output(printed, self._command.program)
+        # Registered before the helper's stderr is logged: a helper may echo its token there.
+        self._redactor.register(value)
+        for line in said.decode("utf-8", "replace").splitlines():
+            if line.strip():
+                log.info(
+                    "token command: %s", line.rstrip(), extra={"command": self._command.program}
+                )
         now = self._clock.now()
         access = AccessToken(
             value,
@@ -270,11 +285,12 @@ def build_grant(
     device_login: Callable[[], DeviceLogin],
     command: Callable[[], TokenCommand],
     clock: Clock,
+    redactor: Redactor,
 ) -> Grant:
     """The grant `oauth.grant` names (or the token command, which replaces any grant), from
     settings already checked by grant_requirements."""
     if oauth.token_command is not None:
-        return CommandGrant(command(), clock, oauth.refresh_skew_seconds)
+        return CommandGrant(command(), clock, redactor, oauth.refresh_skew_seconds)
     if oauth.grant == "device_code":
         return DeviceCodeGrant(device_login() if oauth.interactive else None)
     if oauth.grant == "client_credentials":

@@ -86,6 +86,11 @@ class TokenManager:
             OAuthError: the grant has no browser login, or the login failed.
         """
         interactive = self._grant.interactive
+        if interactive is None and self._grant.name == "token_command":
+            raise OAuthError(
+                "mcp-oauth2-proxy login has nothing to do: the token command (oauth2.tokenCommand"
+                " / OAUTH2_TOKEN_COMMAND) gives the tokens; log in with your company's tool"
+            )
         if interactive is None:
             raise OAuthError(
                 "mcp-oauth2-proxy login is only for oauth2.grant / OAUTH2_GRANT="

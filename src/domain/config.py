@@ -97,6 +97,7 @@ RESERVED_PARAMS = frozenset(
         "state",
         "code_challenge",
         "code_challenge_method",
+        "device_code",
     }
 )
 

@@ -46,7 +46,7 @@ class AssertionSigner(Protocol):
 
 
 class TokenCommand(Protocol):
-    """The user's credential helper: runs it, returns what it printed on stdout.
+    """The user's credential helper: runs it, returns what it printed (stdout, stderr).
 
     Raises OAuthError when it cannot be run, fails or takes too long (the message says
     which, with the helper's last words on stderr)."""
@@ -54,7 +54,7 @@ class TokenCommand(Protocol):
     @property
     def program(self) -> str: ...
 
-    async def run(self) -> bytes: ...
+    async def run(self) -> tuple[bytes, bytes]: ...
 
 
 class ConfigFileReader(Protocol):

@@ -25,6 +25,14 @@ def command_words(value: str | list[str]) -> list[str]:
     Raises:
         ValueError: no words, or unbalanced quotes; the message says which.
     """
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        # The JSON form, given in the environment: read as JSON, never split as words.
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("starts with [ but is not a JSON array of words") from None
+        if not isinstance(value, list) or not all(isinstance(word, str) for word in value):
+            raise ValueError("must be a JSON array of strings when it starts with [")
     try:
         words = list(value) if isinstance(value, list) else shlex.split(value)
     except ValueError as error:  # shlex: "No closing quotation"

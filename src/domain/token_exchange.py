@@ -31,7 +31,6 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
 SECRET_FORM_FIELDS = frozenset(
     {
         "client_secret",
-        "client_assertion",
         "password",
         "refresh_token",
         "code",
@@ -271,6 +270,8 @@ def _error(
     request: TokenRequest, reply: TokenReply, what: str, code: str | None
 ) -> TokenEndpointError:
     hint = _hint(request.grant, code, reply.status)
+    if code == "invalid_client" and request.needs_assertion:
+        hint = _PRIVATE_KEY_JWT_HINT
     message = f"token request ({request.grant}) to {request.url} failed: the IdP {what}. {hint}"
     # An error page may quote the request back (a gateway, a WAF): the message goes to the
     # MCP client and to library callers, so the request's own secrets are masked here.
@@ -297,10 +298,20 @@ _HINTS = {
     "and oauth2.scope / OAUTH2_SCOPE.",
     "slow_down": "The IdP asks this client to slow down; try again in a little while.",
 }
+_PRIVATE_KEY_JWT_HINT = (
+    "The IdP did not accept the signed client assertion (private_key_jwt): check that it "
+    "holds the public key of oauth2.clientAssertionKeyFile / OAUTH2_CLIENT_ASSERTION_KEY_FILE "
+    "for oauth2.clientId / OAUTH2_CLIENT_ID, under the key id oauth2.clientAssertionKid / "
+    "OAUTH2_CLIENT_ASSERTION_KID if it needs one, with oauth2.clientAssertionAlg / "
+    "OAUTH2_CLIENT_ASSERTION_ALG; and that this machine's clock is right "
+    "(`mcp-oauth2-proxy doctor` checks it)."
+)
 _INVALID_GRANT_HINTS = {
     "refresh_token": "The refresh token is expired or revoked: log in again (`mcp-oauth2-proxy "
-    "login`, for grant authorization_code), or set a new oauth2.refreshToken / "
-    "OAUTH2_REFRESH_TOKEN.",
+    "login`, for grants authorization_code and device_code), or set a new "
+    "oauth2.refreshToken / OAUTH2_REFRESH_TOKEN.",
+    "urn:ietf:params:oauth:grant-type:device_code": "The device code is unknown or was "
+    "already used: run `mcp-oauth2-proxy login` for a new one.",
     "authorization_code": "The authorization code is used, expired, or does not match "
     "oauth2.redirectUri / OAUTH2_REDIRECT_URI and oauth2.codeVerifier / OAUTH2_CODE_VERIFIER.",
     "password": "Check oauth2.username / OAUTH2_USERNAME and oauth2.password / OAUTH2_PASSWORD.",

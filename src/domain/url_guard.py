@@ -18,6 +18,7 @@ from .settings import SETTINGS_BY_PATH
 GUARDED_SETTINGS = (
     "upstream.url",
     "oauth2.tokenUrl",
+    "oauth2.deviceAuthorizationUrl",
     "oauth2.authorizationUrl",
     "oauth2.redirectUri",
 )

@@ -19,6 +19,7 @@ from mcp_oauth2_proxy.adapters.cache_keys import (
     KeyringCacheKey,
     cache_key,
 )
+from mcp_oauth2_proxy.domain.errors import ConfigError
 
 
 class MemoryKeyring(KeyringBackend):
@@ -114,3 +115,26 @@ def test_a_malformed_keychain_entry_is_replaced(tmp_path: Path, memory: MemoryKe
     key = cache_key(tmp_path, "auto").key()
     assert len(key) == KEY_BYTES
     assert base64.b64decode(memory.secrets[(KEYRING_SERVICE, str(tmp_path.resolve()))]) == key
+
+
+class LockedKeyring(MemoryKeyring):
+    """Held the key once; now every call fails, as a locked keychain does."""
+
+    def get_password(self, service: str, username: str) -> str | None:
+        raise keyring.errors.KeyringLocked("the keychain is locked")
+
+
+def test_once_the_key_is_in_the_keychain_no_process_makes_a_file_key(
+    tmp_path: Path, memory: MemoryKeyring
+) -> None:
+    old = FileCacheKey(tmp_path).key()
+    assert cache_key(tmp_path, "auto").key() == old
+    with pytest.raises(ConfigError, match="moved into the operating system's keychain") as raised:
+        cache_key(tmp_path, "file").key()
+    assert "OAUTH2_TOKEN_STORE" in str(raised.value)
+    assert not (tmp_path / "key").exists()
+    locked = KeyringCacheKey(tmp_path, LockedKeyring())
+    with pytest.raises(ConfigError, match="cannot use"):
+        locked.key()
+    assert not (tmp_path / "key").exists()
+    assert cache_key(tmp_path, "auto").key() == old  # the logins are still readable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -780,6 +781,10 @@ def samples(setting: Setting) -> st.SearchStrategy[Sample]:
         keys = st.text(max_size=6).filter(lambda key: key not in RESERVED_PARAMS)
         objects = st.dictionaries(keys, st.text(max_size=6), max_size=3)
         return objects.map(lambda d: Sample(d, json.dumps(d), d))
+    if setting.path == "oauth2.tokenCommand":
+        # A command's words: any text a POSIX shell would split (so no stray quote or `[`).
+        words = st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=3)
+        return words.map(shlex.join).map(lambda t: Sample(t, t, t))
     return _texts.map(lambda t: Sample(t, t, t))
 
 

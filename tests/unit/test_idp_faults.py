@@ -465,7 +465,8 @@ async def test_a_503_with_retry_after_120_is_not_waited_for(logs: Logs) -> None:
 INVALID_GRANT = {"error": "invalid_grant", "error_description": "Refresh token expired"}
 LOG_IN_AGAIN = (
     "The refresh token is expired or revoked: log in again (`mcp-oauth2-proxy login`, for "
-    "grant authorization_code), or set a new oauth2.refreshToken / OAUTH2_REFRESH_TOKEN."
+    "grants authorization_code and device_code), or set a new oauth2.refreshToken / "
+    "OAUTH2_REFRESH_TOKEN."
 )
 
 

@@ -3,8 +3,15 @@ from the credential helper, with a fake IdP and a fake clock."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
+from mcp_oauth2_proxy.adapters.stderr_log import (
+    attach_redaction,
+    detach_redaction,
+    package_logger,
+)
 from mcp_oauth2_proxy.app.client_assertions import ClientAssertions
 from mcp_oauth2_proxy.app.device_login import DeviceLogin
 from mcp_oauth2_proxy.app.grants import CommandGrant, build_token_requests
@@ -18,10 +25,14 @@ from mcp_oauth2_proxy.domain.config import (
 )
 from mcp_oauth2_proxy.domain.config_merge import LoadedConfig
 from mcp_oauth2_proxy.domain.device_flow import DEVICE_CODE_GRANT
-from mcp_oauth2_proxy.domain.errors import ConfigError, OAuthError
+from mcp_oauth2_proxy.domain.errors import ConfigError, IdpUnreachableError, OAuthError
 from mcp_oauth2_proxy.domain.grant_requirements import check_grant_requirements
 from mcp_oauth2_proxy.domain.redaction import Redactor
-from mcp_oauth2_proxy.domain.token_exchange import TokenReply, TokenRequestBuilder
+from mcp_oauth2_proxy.domain.token_exchange import (
+    TokenReply,
+    TokenRequest,
+    TokenRequestBuilder,
+)
 
 from ..fakes import FakeClock, FakeEntropy, FakeTokenEndpoint, json_reply, token_reply
 
@@ -126,6 +137,16 @@ async def test_polling_stops_when_the_code_runs_out() -> None:
     assert sum(sleeps.waits) <= 60
 
 
+async def test_a_poll_without_an_answer_is_asked_again_less_often() -> None:
+    def unreachable(request: TokenRequest) -> TokenReply:
+        raise IdpUnreachableError("could not reach token endpoint https://idp.example/token")
+
+    endpoint = FakeTokenEndpoint(json_reply(200, AUTHORIZED), unreachable, token_reply("access-1"))
+    login, sleeps = device_login(endpoint, FakeClock())
+    assert (await login.run()).access.value == "access-1"
+    assert sleeps.waits == [5, 10]
+
+
 async def test_without_a_device_endpoint_the_setting_is_named() -> None:
     login, _ = device_login(FakeTokenEndpoint(), FakeClock(), device_authorization_url=None)
     with pytest.raises(ConfigError, match="OAUTH2_DEVICE_AUTHORIZATION_URL"):
@@ -168,7 +189,10 @@ async def test_every_post_gets_its_own_assertion_and_no_secret() -> None:
         assert form["client_id"] == "svc"
         assert "client_secret" not in form
     assert first["client_assertion"] != second["client_assertion"]  # a new jti each time
-    assert redactor.redact(second["client_assertion"]) == "***"
+    # Not registered one by one (they would pile up); masked by their shape in any log line.
+    assert redactor.redact(f"client_assertion={second['client_assertion']}") == (
+        "client_assertion=***"
+    )
 
 
 async def test_private_key_jwt_without_a_signer_names_the_key_setting() -> None:
@@ -186,16 +210,18 @@ async def test_private_key_jwt_without_a_signer_names_the_key_setting() -> None:
 class PrintingCommand:
     program = "corp-token"
 
-    def __init__(self, *outputs: bytes) -> None:
-        self.outputs = list(outputs)
+    def __init__(self, stdout: bytes, stderr: bytes = b"") -> None:
+        self.printed = (stdout, stderr)
 
-    async def run(self) -> bytes:
-        return self.outputs.pop(0)
+    async def run(self) -> tuple[bytes, bytes]:
+        return self.printed
 
 
 async def test_the_token_command_gives_a_token_renewed_before_it_expires() -> None:
     clock = FakeClock()
-    grant = CommandGrant(PrintingCommand(b'{"access_token": "t-1", "expires_in": 600}'), clock, 30)
+    grant = CommandGrant(
+        PrintingCommand(b'{"access_token": "t-1", "expires_in": 600}'), clock, Redactor(), 30
+    )
     issued = await grant.start()
     assert issued.access.value == "t-1"
     assert issued.access.renew_at == clock.now() + 570
@@ -203,10 +229,27 @@ async def test_the_token_command_gives_a_token_renewed_before_it_expires() -> No
 
 
 async def test_a_token_command_without_expiry_is_kept_until_refused() -> None:
-    grant = CommandGrant(PrintingCommand(b"opaque-token\n"), FakeClock(), 30)
+    grant = CommandGrant(PrintingCommand(b"opaque-token\n"), FakeClock(), Redactor(), 30)
     issued = await grant.start()
     assert issued.access.value == "opaque-token"
     assert issued.access.renew_at is None
+
+
+async def test_the_command_token_is_masked_before_its_stderr_is_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redactor = Redactor()
+    monkeypatch.setattr(package_logger(), "propagate", True)
+    caplog.set_level(logging.INFO)
+    masking = attach_redaction(redactor)
+    try:
+        command = PrintingCommand(b"opaque-token-4711\n", b"issued opaque-token-4711 for you\n")
+        await CommandGrant(command, FakeClock(), redactor, 30).start()
+    finally:
+        detach_redaction(masking)
+    said = [record.getMessage() for record in caplog.records]
+    assert any("token command: issued" in line for line in said)
+    assert not any("opaque-token-4711" in line for line in said)
 
 
 def loaded(**oauth: object) -> LoadedConfig:

@@ -98,7 +98,9 @@ def manager(
     def device_login() -> DeviceLogin:
         return DeviceLogin(oauth, client, builder, clock, sleep=sleeps or Sleeps())
 
-    grant = build_grant(oauth, client, builder, login, device_login, unused_command, clock)
+    grant = build_grant(
+        oauth, client, builder, login, device_login, unused_command, clock, Redactor()
+    )
     return TokenManager(grant, client, builder, clock, store)
 
 
@@ -264,7 +266,14 @@ async def test_tokens_are_registered_for_redaction() -> None:
     client = TokenClient(endpoint, FakeClock(), redactor, refresh_skew_seconds=30)
     builder = build_token_requests(oauth)
     grant = build_grant(
-        oauth, client, builder, unused_login, unused_device_login, unused_command, FakeClock()
+        oauth,
+        client,
+        builder,
+        unused_login,
+        unused_device_login,
+        unused_command,
+        FakeClock(),
+        redactor,
     )
     await TokenManager(grant, client, builder, FakeClock()).token()
     text = redactor.redact("access-value refresh-value client-secret")

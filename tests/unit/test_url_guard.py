@@ -152,6 +152,7 @@ def test_check_config_urls_reports_every_guarded_setting_at_once() -> None:
             "UPSTREAM_URL": "http://example.com/mcp",
             "OAUTH2_TOKEN_URL": "http://example.com/token",
             "OAUTH2_AUTHORIZATION_URL": "http://example.com/authorize",
+            "OAUTH2_DEVICE_AUTHORIZATION_URL": "http://example.com/device",
             "OAUTH2_REDIRECT_URI": "http://example.com/callback",
         }
     )
