@@ -25,11 +25,9 @@ from ..adapters.stderr_log import log_to_stderr, package_logger
 from ..domain.config import OAuth2Config
 from ..domain.config_merge import LoadedConfig
 from ..domain.config_report import config_report, render_report
-from ..domain.diagnosis import all_passed, render_checks, render_json
 from ..domain.errors import ConfigError, OAuthError, ProxyError
 from ..domain.settings import CONFIG_FILE_ENV, SETTINGS
 from .container import cache_directory, caches_logins
-from .doctor import diagnose
 from .proxy import Proxy
 
 log = package_logger()
@@ -230,7 +228,11 @@ async def _config(loaded: LoadedConfig, *, as_json: bool) -> int:
 
 def _doctor(*, as_json: bool) -> int:
     """Runs before (and without) the configuration check the other commands make: a broken
-    configuration is the doctor's first finding, not a reason to stop."""
+    configuration is the doctor's first finding, not a reason to stop. Imported here: the
+    proxy's own start does not pay for it."""
+    from ..domain.diagnosis import all_passed, render_checks, render_json
+    from .doctor import diagnose
+
     log_to_stderr("warn")
     if not as_json:
         print("mcp-oauth2-proxy doctor: each step the proxy takes at its start, in order.\n")
