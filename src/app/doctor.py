@@ -24,8 +24,9 @@ import anyio
 from dependency_injector import providers
 
 from .._version import __version__
+from ..adapters.cache_keys import MARKER
 from ..domain.authorization import redirect_target
-from ..domain.config import ProxyConfig
+from ..domain.config import OAuth2Config, ProxyConfig
 from ..domain.config_merge import LoadedConfig, merge_config
 from ..domain.config_report import config_report
 from ..domain.diagnosis import (
@@ -347,7 +348,8 @@ class _Doctor:
         detail = f"a {token.token_type} token for {where}, from {how}"
         if token.scope:
             detail += f"; scope {token.scope}"
-        self.add(passed("token", detail))
+        facts = (_cache_fact(oauth),) if caches_logins(oauth) else ()
+        self.add(passed("token", detail, facts))
         return token
 
     def _clock(self, container: Container) -> Check:
@@ -617,6 +619,22 @@ def _discovery_failed(error: ProxyError | TimeoutError, calls: list[str]) -> Che
     # A DiscoveryError's message lists what it tried already.
     facts = () if isinstance(error, DiscoveryError) else tuple(calls)
     return failed("discovery", str(error), fix, facts)
+
+
+def _cache_fact(oauth: OAuth2Config) -> str:
+    """Where the login is kept and where its key is, read from the directory alone (asking
+    the keychain could raise an unlock prompt; the doctor only looks)."""
+    directory = cache_directory(oauth)
+    if (directory / MARKER).exists():
+        where = "the operating system's keychain"
+    elif (directory / "key").exists():
+        where = "a key file beside it"
+    else:
+        where = "nowhere yet"
+    return (
+        f"login cached in {directory}, its key in {where} (oauth2.tokenStore / "
+        f"OAUTH2_TOKEN_STORE={oauth.token_store})"
+    )
 
 
 def _token_fix(error: OAuthError) -> str:

@@ -4,6 +4,7 @@ RFC 7523 verification, and the credential helper in front of the real MCP upstre
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -100,6 +101,12 @@ async def test_the_device_login_shows_a_code_polls_and_caches_the_login(
     assert b"Logged in" in status.stdout
     device_code = next(iter(server.devices))
     assert device_code not in shown  # the device code is a secret; the user code is not
+    with anyio.fail_after(BOUND_SECONDS):
+        doctor = await anyio.run_process([COMMAND, "doctor", "--json"], env=env, check=False)
+    checks = {check["check"]: check for check in json.loads(doctor.stdout)["checks"]}
+    assert checks["token"]["outcome"] == "passed", checks["token"]
+    assert "from the cached login, refreshed" in checks["token"]["detail"]
+    assert any("its key in a key file beside it" in fact for fact in checks["token"]["facts"])
 
 
 async def test_a_denied_device_login_says_so(server: OAuthServer, tmp_path: Path) -> None:
