@@ -68,6 +68,11 @@ class SubprocessTokenCommand:
                 _stop_group(process.pid)
                 with anyio.CancelScope(shield=True):
                     await process.wait()
+        if waiting.cancelled_caught or process.returncode != 0:
+            # No token came, so nothing of it can be in these lines: they say what went wrong.
+            for line in stderr.decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    log.info("token command: %s", line.rstrip(), extra={"command": self.program})
         if waiting.cancelled_caught:
             raise OAuthError(
                 f"the token command {self.program} did not finish within {self._timeout:g} s "

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import anyio
 import pytest
 
+from mcp_oauth2_proxy.adapters.stderr_log import package_logger
 from mcp_oauth2_proxy.adapters.token_command import SubprocessTokenCommand
 from mcp_oauth2_proxy.domain.errors import OAuthError
 from mcp_oauth2_proxy.domain.token_command import command_words, read_command_output
@@ -95,7 +97,11 @@ async def test_a_background_child_holding_the_pipes_does_not_hold_the_token() ->
 
 
 @pytest.mark.anyio
-async def test_a_failing_command_gives_its_status_and_last_words() -> None:
+async def test_a_failing_command_gives_its_status_and_last_words(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(package_logger(), "propagate", True)
+    caplog.set_level(logging.INFO)
     command = SubprocessTokenCommand(
         script(
             "import sys; print('ERROR: not logged in, run corp-login', file=sys.stderr); "
@@ -107,6 +113,8 @@ async def test_a_failing_command_gives_its_status_and_last_words() -> None:
     message = str(raised.value)
     assert "failed with exit status 3: ERROR: not logged in, run corp-login" in message
     assert "OAUTH2_TOKEN_COMMAND" in message
+    logged = [record.getMessage() for record in caplog.records]
+    assert "token command: ERROR: not logged in, run corp-login" in logged
 
 
 @pytest.mark.anyio
