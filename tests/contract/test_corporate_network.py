@@ -4,7 +4,6 @@ SDK's client, reaches both the IdP and the upstream through the tunnel."""
 
 from __future__ import annotations
 
-import os
 import ssl
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import trustme
 from mcp import Client, StdioServerParameters
 
 from .connect_proxy import connect_proxy
+from .environment import clean_env
 from .local_idp import local_idp
 from .upstream import running_upstream
 
@@ -23,7 +23,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.contract]
 
 COMMAND = str(Path(sys.executable).with_name("mcp-oauth2-proxy"))
 BOUND_SECONDS = 60
-_PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
 
 async def test_requests_go_through_an_https_proxy_tunnel_and_arrive(tmp_path: Path) -> None:
@@ -41,21 +40,15 @@ async def test_requests_go_through_an_https_proxy_tunnel_and_arrive(tmp_path: Pa
             running_upstream(idp, tls=(str(chain), str(key))) as upstream,
             connect_proxy() as proxy,
         ):
-            env = {
-                key: value
-                for key, value in os.environ.items()
-                if key.lower() not in _PROXY_VARIABLES
-                and not key.startswith(("OAUTH2_", "UPSTREAM_", "MCP_PROXY_", "SSL_CERT_"))
-            }
-            env |= {
-                "HTTPS_PROXY": proxy.url,
-                "SSL_CERT_FILE": str(bundle),
-                "UPSTREAM_URL": upstream.url,
-                "OAUTH2_GRANT": "client_credentials",
-                "OAUTH2_CLIENT_ID": idp.client_id,
-                "OAUTH2_CLIENT_SECRET": idp.client_secret,
-                "OAUTH2_TOKEN_URL": idp.url,
-            }
+            env = clean_env(
+                HTTPS_PROXY=proxy.url,
+                SSL_CERT_FILE=str(bundle),
+                UPSTREAM_URL=upstream.url,
+                OAUTH2_GRANT="client_credentials",
+                OAUTH2_CLIENT_ID=idp.client_id,
+                OAUTH2_CLIENT_SECRET=idp.client_secret,
+                OAUTH2_TOKEN_URL=idp.url,
+            )
             params = StdioServerParameters(command=COMMAND, env=env)
             with anyio.fail_after(BOUND_SECONDS):
                 async with Client(params) as session:

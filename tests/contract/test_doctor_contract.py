@@ -4,7 +4,6 @@ and deliberately broken ones: each ✗ must say what is wrong and name the fix."
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import sys
@@ -16,6 +15,7 @@ import anyio
 import pytest
 import trustme
 
+from .environment import clean_env
 from .local_idp import LocalIdp, local_idp
 from .upstream import Upstream, running_upstream
 
@@ -23,21 +23,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.contract]
 
 COMMAND = str(Path(sys.executable).with_name("mcp-oauth2-proxy"))
 BOUND_SECONDS = 60  # against a hung process, not a speed assertion
-_PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
-
-
-def clean_env(**settings: str) -> dict[str, str]:
-    """This process's environment without any of the proxy's settings, HTTP proxies or
-    trust overrides, plus `settings`."""
-    clean = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("OAUTH2_", "UPSTREAM_", "MCP_PROXY_"))
-        and key.lower() not in _PROXY_VARIABLES
-        and key not in {"LOG_LEVEL", "DISCOVERY_ENABLED", "ALLOW_INSECURE_HTTP"}
-        and not key.startswith("SSL_CERT_")
-    }
-    return {**clean, **settings}
 
 
 def credentials(idp: LocalIdp, upstream_url: str, **extra: str) -> dict[str, str]:
@@ -170,6 +155,18 @@ async def test_an_insecure_url_fails_before_any_request() -> None:
     assert report.outcome("upstream") == "skipped"
 
 
+def browser_login(port: int, cache: Path) -> dict[str, str]:
+    """The browser login's settings, with nothing cached and nothing reachable."""
+    return clean_env(
+        UPSTREAM_URL="http://127.0.0.1:9/mcp",
+        OAUTH2_CLIENT_ID="app",
+        OAUTH2_TOKEN_URL="http://127.0.0.1:9/token",
+        OAUTH2_AUTHORIZATION_URL="http://127.0.0.1:9/authorize",
+        OAUTH2_CALLBACK_PORT=str(port),
+        OAUTH2_TOKEN_CACHE_DIR=str(cache),
+    )
+
+
 async def test_a_busy_callback_port_and_no_cached_login_each_name_their_fix(
     tmp_path: Path,
 ) -> None:
@@ -177,15 +174,7 @@ async def test_a_busy_callback_port_and_no_cached_login_each_name_their_fix(
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env = clean_env(
-            UPSTREAM_URL="http://127.0.0.1:9/mcp",
-            OAUTH2_CLIENT_ID="app",
-            OAUTH2_TOKEN_URL="http://127.0.0.1:9/token",
-            OAUTH2_AUTHORIZATION_URL="http://127.0.0.1:9/authorize",
-            OAUTH2_CALLBACK_PORT=str(port),
-            OAUTH2_TOKEN_CACHE_DIR=str(tmp_path),
-        )
-        report = await doctor(env)
+        report = await doctor(browser_login(port, tmp_path))
     assert report.outcome("callback port") == "failed"
     assert f"127.0.0.1:{port} is in use" in report.checks["callback port"]["detail"]
     assert "OAUTH2_CALLBACK_PORT" in report.fix("callback port")
@@ -195,15 +184,7 @@ async def test_a_busy_callback_port_and_no_cached_login_each_name_their_fix(
 
 async def test_a_free_callback_port_shows_the_redirect_uri_to_register(tmp_path: Path) -> None:
     port = closed_port()
-    env = clean_env(
-        UPSTREAM_URL="http://127.0.0.1:9/mcp",
-        OAUTH2_CLIENT_ID="app",
-        OAUTH2_TOKEN_URL="http://127.0.0.1:9/token",
-        OAUTH2_AUTHORIZATION_URL="http://127.0.0.1:9/authorize",
-        OAUTH2_CALLBACK_PORT=str(port),
-        OAUTH2_TOKEN_CACHE_DIR=str(tmp_path),
-    )
-    report = await doctor(env)
+    report = await doctor(browser_login(port, tmp_path))
     assert report.outcome("callback port") == "passed"
     assert f"http://127.0.0.1:{port}/callback" in report.text("callback port")
 

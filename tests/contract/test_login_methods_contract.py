@@ -5,7 +5,6 @@ RFC 7523 verification, and the credential helper in front of the real MCP upstre
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import sys
@@ -30,6 +29,7 @@ from mcp_oauth2_proxy.domain.client_assertion import (
     signing_input,
 )
 
+from .environment import clean_env
 from .local_idp import local_idp
 from .oauth_server import DEVICE_CLIENT, JWT_CLIENT, OAuthServer, oauth_server
 from .upstream import running_upstream
@@ -38,16 +38,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.contract]
 
 COMMAND = str(Path(sys.executable).with_name("mcp-oauth2-proxy"))
 BOUND_SECONDS = 60  # against a hung process, not a speed assertion
-
-
-def clean_env(**settings: str) -> dict[str, str]:
-    clean = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("OAUTH2_", "UPSTREAM_", "MCP_PROXY_"))
-        and key not in {"LOG_LEVEL", "DISCOVERY_ENABLED", "ALLOW_INSECURE_HTTP"}
-    }
-    return {**clean, **settings}
 
 
 @pytest.fixture
