@@ -11,7 +11,9 @@ import functools
 import importlib
 import os
 import ssl
+import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import httpx
 
@@ -49,13 +51,17 @@ def tls_context() -> ssl.SSLContext:
     either engine), since loading trust anchors is one of the costlier things done at start.
 
     What it trusts, in order: the PEM bundle SSL_CERT_FILE (or the directory SSL_CERT_DIR)
-    names, alone, as curl and httpx do; else the operating system's trust store, through
-    truststore, so a company CA installed on the laptop (TLS-inspecting proxies) just works;
-    else, where truststore cannot run, certifi's public roots."""
+    names, alone, as curl and httpx do; else the operating system's trust store, so a
+    company CA installed on the laptop (TLS-inspecting proxies) just works: through
+    truststore on macOS and Windows, and on Linux OpenSSL's own system store, which is what
+    truststore would read there too, but loaded once here rather than at every handshake;
+    else, where neither can run, certifi's public roots."""
     cafile = os.environ.get("SSL_CERT_FILE") or None
     capath = os.environ.get("SSL_CERT_DIR") or None
     if cafile is not None or capath is not None:
         return ssl.create_default_context(cafile=cafile, capath=capath)
+    if sys.platform not in ("darwin", "win32") and _system_store_found():
+        return ssl.create_default_context()
     try:
         import truststore
 
@@ -67,6 +73,15 @@ def tls_context() -> ssl.SSLContext:
             extra={"reason": repr(unusable)},
         )
         return httpx.create_ssl_context()
+
+
+def _system_store_found() -> bool:
+    """Whether OpenSSL's default CA file or directory exists (truststore searches the usual
+    other places when it does not)."""
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile is not None or (
+        paths.capath is not None and any(Path(paths.capath).glob("*.[0-9]"))
+    )
 
 
 def failure_reason(exc: httpx.HTTPError) -> str:

@@ -5,6 +5,7 @@ failed verification names the settings that fix it."""
 from __future__ import annotations
 
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ import truststore
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSListener, TLSStream
 
+from mcp_oauth2_proxy.adapters import http_client
 from mcp_oauth2_proxy.adapters.aiohttp_transport import AiohttpTransport
 from mcp_oauth2_proxy.adapters.http_client import failure_reason, tls_context
 from mcp_oauth2_proxy.adapters.http_token_endpoint import HttpTokenEndpoint
@@ -70,15 +72,40 @@ async def test_ssl_cert_file_makes_a_company_ca_trusted(
     assert response.status_code == 200
 
 
-async def test_the_operating_systems_trust_store_is_the_default(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("platform", ["darwin", "win32"])
+async def test_the_operating_systems_trust_store_is_the_default_on_macos_and_windows(
+    monkeypatch: pytest.MonkeyPatch, platform: str
 ) -> None:
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setattr(sys, "platform", platform)
     context = fresh_context()
     assert isinstance(context, truststore.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname
+
+
+async def test_on_linux_the_system_store_is_loaded_once_without_truststore(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(http_client, "_system_store_found", lambda: True)
+    context = fresh_context()
+    assert not isinstance(context, truststore.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+
+
+async def test_on_linux_without_a_system_store_truststore_looks_further(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(http_client, "_system_store_found", lambda: False)
+    assert isinstance(fresh_context(), truststore.SSLContext)
 
 
 async def test_an_untrusted_certificate_names_the_trust_settings(
