@@ -3,10 +3,15 @@ signing each private_key_jwt assertion (RS256 with an RSA key, ES256 with a P-25
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from ..domain.client_assertion import Algorithm
 from ..domain.errors import ConfigError, ConfigProblem
+from .stderr_log import package_logger
+
+log = package_logger()
 
 KEY_FILE_SETTING = "oauth2.clientAssertionKeyFile / OAUTH2_CLIENT_ASSERTION_KEY_FILE"
 ALGORITHM_SETTING = "oauth2.clientAssertionAlg / OAUTH2_CLIENT_ASSERTION_ALG"
@@ -31,6 +36,12 @@ class PemAssertionSigner:
                 f"{path} is not an unencrypted PEM private key (PKCS#8 or traditional); "
                 "export the key without a passphrase, readable only by you",
             ) from None
+        if os.name != "nt" and stat.S_IMODE(path.stat().st_mode) & 0o077:
+            log.warning(
+                "the private_key_jwt key file can be read by other users; make it readable "
+                "only by you (chmod 600)",
+                extra={"path": str(path), "setting": KEY_FILE_SETTING},
+            )
         if algorithm == "RS256" and not isinstance(key, rsa.RSAPrivateKey):
             raise _problem(ALGORITHM_SETTING, f"RS256 needs an RSA key; {path} holds another kind")
         if algorithm == "ES256" and not (

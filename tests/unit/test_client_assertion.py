@@ -23,6 +23,8 @@ from mcp_oauth2_proxy.domain.client_assertion import (
 )
 from mcp_oauth2_proxy.domain.errors import ConfigError
 
+from ..conftest import warnings
+
 NOW = 1_800_000_000.0
 TOKEN_URL = "https://idp.example.com/oauth2/token"
 
@@ -100,6 +102,19 @@ def test_no_kid_when_none_is_configured() -> None:
     header = signed.split(b".")[0]
     padded = header + b"=" * (-len(header) % 4)
     assert json.loads(base64.urlsafe_b64decode(padded)) == {"alg": "RS256", "typ": "JWT"}
+
+
+def test_a_key_file_others_can_read_is_warned_about(
+    tmp_path: Path, caplog_warnings: pytest.LogCaptureFixture
+) -> None:
+    path = pem_file(tmp_path, ec.generate_private_key(ec.SECP256R1()))
+    Path(path).chmod(0o600)
+    PemAssertionSigner(path, "ES256")
+    assert not warnings(caplog_warnings)
+    Path(path).chmod(0o644)
+    PemAssertionSigner(path, "ES256")
+    (warned,) = warnings(caplog_warnings)
+    assert "chmod 600" in warned.getMessage()
 
 
 def test_a_missing_key_file_names_the_setting(tmp_path: Path) -> None:
