@@ -49,6 +49,18 @@ def token_reply(
     return json_reply(200, document)
 
 
+class Sleeps:
+    """Stands in for anyio.sleep: records each wait and moves the fake clock on by it."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.clock.advance(seconds)
+
+
 class FakeTokenEndpoint:
     """Answers each request with the next scripted reply; records what it was sent.
 

@@ -173,6 +173,16 @@ class KeyringCacheKey:
             self._file.path.unlink()
 
 
+def key_location(directory: Path) -> str:
+    """Where this cache's key is, seen from the directory alone (asking the keychain could
+    bring up an unlock prompt; `doctor` only looks)."""
+    if (directory / MARKER).exists():
+        return "the operating system's keychain"
+    if (directory / "key").exists():
+        return "a key file beside it"
+    return "nowhere yet"
+
+
 def usable_keyring() -> Keychain | None:
     """The keyring backend to use, or None: not installed, or only a backend that cannot
     keep secrets (keyring's fail and null backends, or nothing with a positive priority)."""

@@ -24,7 +24,7 @@ import anyio
 from dependency_injector import providers
 
 from .._version import __version__
-from ..adapters.cache_keys import MARKER
+from ..adapters.cache_keys import key_location
 from ..domain.authorization import redirect_target
 from ..domain.config import OAuth2Config, ProxyConfig
 from ..domain.config_merge import LoadedConfig, merge_config
@@ -622,18 +622,10 @@ def _discovery_failed(error: ProxyError | TimeoutError, calls: list[str]) -> Che
 
 
 def _cache_fact(oauth: OAuth2Config) -> str:
-    """Where the login is kept and where its key is, read from the directory alone (asking
-    the keychain could raise an unlock prompt; the doctor only looks)."""
     directory = cache_directory(oauth)
-    if (directory / MARKER).exists():
-        where = "the operating system's keychain"
-    elif (directory / "key").exists():
-        where = "a key file beside it"
-    else:
-        where = "nowhere yet"
     return (
-        f"login cached in {directory}, its key in {where} (oauth2.tokenStore / "
-        f"OAUTH2_TOKEN_STORE={oauth.token_store})"
+        f"login cached in {directory}, its key in {key_location(directory)} "
+        f"(oauth2.tokenStore / OAUTH2_TOKEN_STORE={oauth.token_store})"
     )
 
 

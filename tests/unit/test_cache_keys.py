@@ -18,6 +18,7 @@ from mcp_oauth2_proxy.adapters.cache_keys import (
     FileCacheKey,
     KeyringCacheKey,
     cache_key,
+    key_location,
 )
 from mcp_oauth2_proxy.domain.errors import ConfigError
 
@@ -138,3 +139,13 @@ def test_once_the_key_is_in_the_keychain_no_process_makes_a_file_key(
         locked.key()
     assert not (tmp_path / "key").exists()
     assert cache_key(tmp_path, "auto").key() == old  # the logins are still readable
+
+
+def test_where_the_key_is_can_be_told_without_asking_the_keychain(
+    tmp_path: Path, memory: MemoryKeyring
+) -> None:
+    assert key_location(tmp_path) == "nowhere yet"
+    FileCacheKey(tmp_path).key()
+    assert key_location(tmp_path) == "a key file beside it"
+    cache_key(tmp_path, "keyring").key()
+    assert key_location(tmp_path) == "the operating system's keychain"

@@ -67,6 +67,7 @@ from ..fakes import (
     MemoryByteSend,
     ScriptedBrowser,
     ScriptedCallbackListener,
+    Sleeps,
     json_response,
 )
 
@@ -94,18 +95,6 @@ LOGIN_PAGE = (
 
 
 # --- the harness ----------------------------------------------------------------------------
-
-
-class Sleeps:
-    """Stands in for anyio.sleep: records each wait and moves the fake clock on by it."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.clock.advance(seconds)
 
 
 async def upstream_server(exchange: Exchange) -> FakeReply:

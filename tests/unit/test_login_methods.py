@@ -34,7 +34,7 @@ from mcp_oauth2_proxy.domain.token_exchange import (
     TokenRequestBuilder,
 )
 
-from ..fakes import FakeClock, FakeEntropy, FakeTokenEndpoint, json_reply, token_reply
+from ..fakes import FakeClock, FakeEntropy, FakeTokenEndpoint, Sleeps, json_reply, token_reply
 
 pytestmark = pytest.mark.anyio
 
@@ -46,18 +46,6 @@ AUTHORIZED = {
     "expires_in": 60,
     "interval": 5,
 }
-
-
-class Sleeps:
-    """anyio.sleep's stand-in: records each wait and moves the fake clock by it."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.clock.advance(seconds)
 
 
 def device_login(

@@ -32,6 +32,13 @@ pytestmark = pytest.mark.anyio
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
 
+@pytest.fixture(autouse=True)
+def no_trust_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts from a machine without SSL_CERT_FILE / SSL_CERT_DIR."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+
+
 @pytest.fixture
 def company_ca() -> trustme.CA:
     return trustme.CA(organization_name="Example Corp TLS inspection")
@@ -76,8 +83,6 @@ async def test_ssl_cert_file_makes_a_company_ca_trusted(
 async def test_the_operating_systems_trust_store_is_the_default_on_macos_and_windows(
     monkeypatch: pytest.MonkeyPatch, platform: str
 ) -> None:
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     monkeypatch.setattr(sys, "platform", platform)
     context = fresh_context()
     assert isinstance(context, truststore.SSLContext)
@@ -88,8 +93,6 @@ async def test_the_operating_systems_trust_store_is_the_default_on_macos_and_win
 async def test_on_linux_the_system_store_is_loaded_once_without_truststore(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(http_client, "_system_store_found", lambda: True)
     context = fresh_context()
@@ -101,17 +104,12 @@ async def test_on_linux_the_system_store_is_loaded_once_without_truststore(
 async def test_on_linux_without_a_system_store_truststore_looks_further(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(http_client, "_system_store_found", lambda: False)
     assert isinstance(fresh_context(), truststore.SSLContext)
 
 
-async def test_an_untrusted_certificate_names_the_trust_settings(
-    company_ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+async def test_an_untrusted_certificate_names_the_trust_settings(company_ca: trustme.CA) -> None:
     async with tls_server(company_ca) as url, httpx.AsyncClient(verify=fresh_context()) as client:
         request = TokenRequest(url=url, grant="client_credentials", form=(), headers=())
         with pytest.raises(IdpUnreachableError) as raised:
@@ -123,9 +121,8 @@ async def test_an_untrusted_certificate_names_the_trust_settings(
 
 
 async def test_the_upstream_engine_reports_an_untrusted_certificate_the_same_way(
-    company_ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+    company_ca: trustme.CA,
 ) -> None:
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     context = fresh_context()
     transport = AiohttpTransport(lambda: context)
     async with tls_server(company_ca) as url, httpx.AsyncClient(transport=transport) as client:
