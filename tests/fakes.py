@@ -286,6 +286,6 @@ class ScriptedBrowser:
 
 def upstream_on_httpcore(proxy: Proxy) -> Proxy:
     """Send the proxy's upstream requests through httpx's own transport, where respx
-    intercepts them (the real upstream client runs on aiohttp's engine)."""
+    intercepts them (the real upstream client runs on its own HTTP/1.1 engine)."""
     proxy.container.upstream_http_client.override(providers.Singleton(build_http_client))
     return proxy

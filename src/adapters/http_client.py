@@ -6,18 +6,17 @@ code sees ports, so moving to httpx2 or another transport is a change here only.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import importlib
 import os
 import ssl
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
 
 from .._version import __version__
+from .http11_transport import Http11Transport
 from .stderr_log import package_logger
 
 log = package_logger()
@@ -91,7 +90,7 @@ def failure_reason(exc: httpx.HTTPError) -> str:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            # aiohttp's subclass carries no verify_message of its own; its text has it.
+            # Some wrappers carry no verify_message of their own; their text has it.
             said = getattr(cause, "verify_message", None) or str(cause)
             return (
                 f"the server's TLS certificate was not trusted ({said}); if "
@@ -111,66 +110,19 @@ def failure_reason(exc: httpx.HTTPError) -> str:
 
 
 def build_upstream_client(proxies: Mapping[str, str]) -> httpx.AsyncClient:
-    """The client for the upstream, where every tool call goes: the same httpx client, moved
-    onto aiohttp's faster engine once that is loaded (`WarmingTransport`), unless an HTTP
-    proxy is configured. `proxies` is what httpx itself reads (`urllib.request.getproxies()`:
-    HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, and on macOS and Windows the system settings); httpx
-    applies them only to its own transport, so behind a proxy the shared client is used."""
+    """The client for the upstream, where every tool call goes: the same httpx client on a
+    leaner HTTP/1.1 engine (`Http11Transport`), unless an HTTP proxy is configured.
+    `proxies` is what httpx itself reads (`urllib.request.getproxies()`: HTTP_PROXY,
+    HTTPS_PROXY, ALL_PROXY, and on macOS and Windows the system settings); httpx applies them
+    only to its own transport, so behind a proxy the shared client is used."""
     if any(proxies.get(scheme, "").strip() for scheme in _PROXIED_SCHEMES):
         return build_http_client()
     return httpx.AsyncClient(
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
         timeout=_TIMEOUT,
-        transport=WarmingTransport(),
+        transport=Http11Transport(tls_context),
     )
-
-
-class WarmingTransport(httpx.AsyncBaseTransport):
-    """httpx's own transport for the first requests, aiohttp's from when it is loaded.
-
-    Importing aiohttp takes longer than everything else the proxy loads (about 150 ms), and
-    the first request is the client's `initialize`, which is waiting: so aiohttp is imported
-    in a worker thread after that first request, and later requests move onto it. Requests
-    already under way finish where they started."""
-
-    def __init__(self) -> None:
-        self._first = httpx.AsyncHTTPTransport(limits=_LIMITS, verify=tls_context())
-        self._fast: httpx.AsyncBaseTransport | None = None
-        self._loading: asyncio.Future[_TransportMaker] | None = None
-        self._failed = False
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._fast is not None:
-            return await self._fast.handle_async_request(request)
-        if self._loading is not None and self._loading.done() and not self._failed:
-            if self._loading.exception() is None:
-                self._fast = self._loading.result()(tls_context)
-                return await self._fast.handle_async_request(request)
-            # Slower, but working: a broken aiohttp installation must not break the proxy.
-            self._failed = True
-            log.warning(
-                "could not load aiohttp; the upstream stays on httpx's own transport",
-                extra={"reason": repr(self._loading.exception())},
-            )
-        response = await self._first.handle_async_request(request)
-        if self._loading is None:
-            self._loading = asyncio.get_running_loop().run_in_executor(None, _aiohttp_transport)
-        return response
-
-    async def aclose(self) -> None:
-        await self._first.aclose()
-        if self._fast is not None:
-            await self._fast.aclose()
-
-
-_TransportMaker = Callable[[Callable[[], ssl.SSLContext]], httpx.AsyncBaseTransport]
-
-
-def _aiohttp_transport() -> _TransportMaker:
-    module = importlib.import_module(f"{__package__}.aiohttp_transport")
-    maker: _TransportMaker = module.AiohttpTransport
-    return maker
 
 
 _PROXIED_SCHEMES = ("http", "https", "all")

@@ -19,7 +19,7 @@ from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSListener, TLSStream
 
 from mcp_oauth2_proxy.adapters import http_client
-from mcp_oauth2_proxy.adapters.aiohttp_transport import AiohttpTransport
+from mcp_oauth2_proxy.adapters.http11_transport import Http11Transport
 from mcp_oauth2_proxy.adapters.http_client import failure_reason, tls_context
 from mcp_oauth2_proxy.adapters.http_token_endpoint import HttpTokenEndpoint
 from mcp_oauth2_proxy.domain.errors import IdpUnreachableError
@@ -124,7 +124,7 @@ async def test_the_upstream_engine_reports_an_untrusted_certificate_the_same_way
     company_ca: trustme.CA,
 ) -> None:
     context = fresh_context()
-    transport = AiohttpTransport(lambda: context)
+    transport = Http11Transport(lambda: context)
     async with tls_server(company_ca) as url, httpx.AsyncClient(transport=transport) as client:
         with pytest.raises(httpx.ConnectError) as raised:
             await client.post(url, content=b"{}")
