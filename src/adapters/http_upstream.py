@@ -14,9 +14,9 @@ transports, respx and `httpx.MockTransport` work as before.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Literal
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing, asynccontextmanager
+from typing import Literal, cast
 
 import anyio
 import httpx
@@ -33,10 +33,21 @@ class HttpReply:
         self.status = response.status_code
         self.headers: Mapping[str, str] = _plain(response.headers)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        response = self._response
         try:
-            async for chunk in self._response.aiter_bytes():
-                yield chunk
+            if isinstance(response.stream, httpx.ByteStream):
+                # The whole body came with the head: read at once, it leaves none of httpx's
+                # nested generators half-way (see `_events` in the bridge for their cost).
+                body = await response.aread()
+                if body:
+                    yield body
+                return
+            # httpx declares an AsyncIterator; it is an async generator, closed here.
+            parts = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+            async with aclosing(parts):
+                async for chunk in parts:
+                    yield chunk
         except httpx.HTTPError as exc:
             raise UpstreamError(
                 f"the upstream connection broke mid-response: {failure_reason(exc)}"

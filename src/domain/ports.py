@@ -6,7 +6,7 @@ Adapters in `mcp_oauth2_proxy.adapters` implement them; tests implement them wit
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol
 
@@ -80,7 +80,9 @@ class UpstreamReply(Protocol):
     @property
     def headers(self) -> Mapping[str, str]: ...
 
-    def chunks(self) -> AsyncIterator[bytes]: ...
+    def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The body as it arrives; closed (`aclose`) by a reader that stops early."""
+        ...
 
     async def read(self, limit: int) -> bytes:
         """At most `limit` bytes of the body (for error messages)."""

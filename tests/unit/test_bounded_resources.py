@@ -5,7 +5,7 @@ the upstream back instead of the proxy buffering for it."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import anyio
 import pytest
@@ -116,14 +116,14 @@ async def test_a_slow_stdout_reader_holds_the_upstream_back() -> None:
     the one message it is trying to write: the server (over TCP) is held back, not buffered."""
     pulled: list[int] = []
 
-    async def notifications() -> AsyncIterator[bytes]:
+    async def notifications() -> AsyncGenerator[bytes, None]:
         for n in range(1000):
             pulled.append(n)
             message = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"n": n}}
             yield f"data: {json.dumps(message)}\n\n".encode()
 
     class Flood(FakeReply):
-        def chunks(self) -> AsyncIterator[bytes]:
+        def chunks(self) -> AsyncGenerator[bytes, None]:
             return notifications()
 
     async def flood(exchange: Exchange) -> FakeReply:
