@@ -12,10 +12,10 @@ import urllib.request
 from collections.abc import Callable
 from operator import attrgetter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dependency_injector import containers, providers
 
-from ..adapters.browser import SystemBrowser
 from ..adapters.client_registry import FileClientRegistry
 from ..adapters.config_file import JsonConfigFile
 from ..adapters.entropy import SystemEntropy
@@ -50,12 +50,14 @@ from ..domain.token_exchange import TokenRequestBuilder
 from .bridge import Bridge
 from .client_assertions import ClientAssertions
 from .config_loading import load_config
-from .device_login import DeviceLogin
 from .discovery import Discovery, Rediscovery, Registrar
 from .grants import Grant, build_grant, build_token_requests
-from .interactive_login import InteractiveLogin
 from .token_client import TokenClient
 from .token_manager import TokenManager
+
+if TYPE_CHECKING:
+    from .device_login import DeviceLogin
+    from .interactive_login import InteractiveLogin
 
 
 def loopback_callback_listener() -> CallbackListener:
@@ -64,6 +66,38 @@ def loopback_callback_listener() -> CallbackListener:
     from ..adapters.callback_listener import LoopbackCallbackListener
 
     return LoopbackCallbackListener()
+
+
+def system_browser() -> BrowserOpener:
+    """Imported when first needed, like the listener: the browser login's code (and the
+    standard library's webbrowser) is no part of the cold start of the other grants."""
+    from ..adapters.browser import SystemBrowser
+
+    return SystemBrowser()
+
+
+def build_interactive_login(
+    oauth: OAuth2Config,
+    client: TokenClient,
+    builder: TokenRequestBuilder,
+    listener: CallbackListener,
+    browser: BrowserOpener,
+    entropy: Entropy,
+    discovered: Discovered | None,
+) -> InteractiveLogin:
+    """The browser login, imported when its grant first asks for it (see system_browser)."""
+    from .interactive_login import InteractiveLogin
+
+    return InteractiveLogin(oauth, client, builder, listener, browser, entropy, discovered)
+
+
+def build_device_login(
+    oauth: OAuth2Config, client: TokenClient, builder: TokenRequestBuilder, clock: Clock
+) -> DeviceLogin:
+    """The device login, imported when its grant first asks for it (see system_browser)."""
+    from .device_login import DeviceLogin
+
+    return DeviceLogin(oauth, client, builder, clock)
 
 
 def cache_directory(oauth: OAuth2Config) -> Path:
@@ -154,16 +188,23 @@ def rediscovery_for(
     return Rediscovery(discovery, original, found, builder, registrar, redactor)
 
 
-class Container(containers.DeclarativeContainer):
-    """Every part of one proxy process, built on first use from its configuration."""
+class ConfigLoading(containers.DeclarativeContainer):
+    """What reading the configuration takes, on its own for `Proxy.load_config`: a container
+    copies every provider it has when made, and the command reads its configuration before
+    the proxy that gets its own `Container` exists."""
 
     env: providers.Provider[dict[str, str]] = providers.Dependency(instance_of=dict, default={})
     config_file_reader: providers.Provider[ConfigFileReader] = providers.Singleton(JsonConfigFile)
     loaded_config: providers.Provider[LoadedConfig] = providers.Singleton(
         load_config, env=env, reader=config_file_reader
     )
+
+
+class Container(ConfigLoading):
+    """Every part of one proxy process, built on first use from its configuration."""
+
     config: providers.Provider[ProxyConfig] = providers.Callable(
-        attrgetter("config"), loaded_config
+        attrgetter("config"), ConfigLoading.loaded_config
     )
     oauth2: providers.Provider[OAuth2Config] = providers.Callable(attrgetter("oauth2"), config)
     upstream_config: providers.Provider[UpstreamConfig] = providers.Callable(
@@ -190,7 +231,7 @@ class Container(containers.DeclarativeContainer):
         requests=token_requests,
         assertions=providers.Callable(client_assertions_for, oauth2, clock, entropy),
     )
-    browser: providers.Provider[BrowserOpener] = providers.Singleton(SystemBrowser)
+    browser: providers.Provider[BrowserOpener] = providers.Singleton(system_browser)
     callback_listener: providers.Provider[CallbackListener] = providers.Singleton(
         loopback_callback_listener
     )
@@ -198,7 +239,7 @@ class Container(containers.DeclarativeContainer):
     token_store: providers.Provider[TokenStore] = providers.Singleton(
         encrypted_file_token_store,
         providers.Callable(cache_directory, oauth2),
-        providers.Callable(cache_directory_source, loaded_config),
+        providers.Callable(cache_directory_source, ConfigLoading.loaded_config),
         providers.Callable(attrgetter("token_store"), oauth2),
     )
     discovery_transport: providers.Provider[DiscoveryTransport] = providers.Singleton(
@@ -219,7 +260,7 @@ class Container(containers.DeclarativeContainer):
     # The configuration as loaded, before discovery filled it in (Proxy sets it too).
     original_config: providers.Provider[LoadedConfig | None] = providers.Object(None)
     registrar: providers.Provider[Registrar | None] = providers.Singleton(
-        registrar_for, loaded_config, discovered, discovery, token_requests
+        registrar_for, ConfigLoading.loaded_config, discovered, discovery, token_requests
     )
     rediscovery: providers.Provider[Rediscovery | None] = providers.Singleton(
         rediscovery_for,
@@ -231,7 +272,7 @@ class Container(containers.DeclarativeContainer):
         redactor,
     )
     interactive_login: providers.Provider[InteractiveLogin] = providers.Singleton(
-        InteractiveLogin,
+        build_interactive_login,
         oauth2,
         token_client,
         token_requests,
@@ -241,7 +282,7 @@ class Container(containers.DeclarativeContainer):
         discovered,
     )
     device_login: providers.Provider[DeviceLogin] = providers.Singleton(
-        DeviceLogin, oauth2, token_client, token_requests, clock
+        build_device_login, oauth2, token_client, token_requests, clock
     )
     token_command: providers.Provider[TokenCommand] = providers.Singleton(
         subprocess_token_command, oauth2

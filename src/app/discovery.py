@@ -18,7 +18,6 @@ import anyio
 from pydantic import SecretStr
 
 from ..adapters.stderr_log import notice_logger, package_logger
-from ..domain.authorization import redirect_target
 from ..domain.client_registration import (
     RegisteredClient,
     read_registration,
@@ -244,6 +243,9 @@ class Discovery:
         )
 
     async def _client_for(self, found: Discovered, oauth: OAuth2Config) -> RegisteredClient:
+        # The browser login's module, loaded only by a proxy that registers a client for it.
+        from ..domain.authorization import redirect_target
+
         redirect_uri = redirect_target(oauth).uri()
         if oauth.grant != "authorization_code":
             # Registration makes a public browser-login client, of no use to these grants.

@@ -9,7 +9,7 @@ passwords can ask again at any time, a one-shot authorization code only until it
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import SecretStr
 
@@ -23,9 +23,11 @@ from ..domain.settings import SETTINGS_BY_PATH
 from ..domain.token_command import read_command_output
 from ..domain.token_exchange import TokenRequestBuilder
 from ..domain.token_lifecycle import AccessToken, IssuedTokens, normalise_token_type, renew_at
-from .device_login import DeviceLogin
-from .interactive_login import InteractiveLogin
 from .token_client import TokenClient
+
+if TYPE_CHECKING:  # built by the container only for the grants that log in (see there)
+    from .device_login import DeviceLogin
+    from .interactive_login import InteractiveLogin
 
 log = package_logger()
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from .authorization import Denied, Granted, RedirectTarget
 from .cached_login import CachedLogin
 from .client_assertion import Algorithm
 from .client_registration import RegisteredClient
 from .line_framing import Oversized
-from .pkce import LoginSecrets
 from .token_exchange import TokenReply, TokenRequest
+
+if TYPE_CHECKING:  # the browser login's types: a proxy that never logs in never loads them
+    from .authorization import Denied, Granted, RedirectTarget
+    from .pkce import LoginSecrets
 
 
 class Clock(Protocol):
