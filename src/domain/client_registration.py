@@ -70,7 +70,8 @@ def registration_request(
 
 
 class _Registration(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Built at first use: most proxies never register a client.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     client_id: str
     client_secret: str | None = None

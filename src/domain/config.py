@@ -3,9 +3,12 @@
 Strict on purpose: a port of "8080" in a JSON file or `yes` where a number belongs is a mistake
 the user should hear about, not a value to coerce. Environment variables are text and are
 converted beforehand by `config_merge`, following the kinds in `settings.py`.
-"""
 
-from __future__ import annotations
+Written for the proxy's cold start: the annotations are objects, not postponed strings that
+pydantic would evaluate one by one, and a model's validator is built when first used
+(`defer_build`): loading a configuration validates `ProxyConfig` alone, and the checks that
+follow read values through `ProxyConfig.value`, so no section needs a validator of its own.
+"""
 
 import json
 from typing import Annotated, Literal
@@ -138,6 +141,7 @@ class _Section(BaseModel):
         strict=True,
         extra="forbid",
         frozen=True,
+        defer_build=True,
     )
 
 
@@ -221,14 +225,20 @@ class ProxyConfig(_Section):
     log: LogConfig = Field(default_factory=LogConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
+    def value(self, path: str) -> object:
+        """The value of the setting at `path`, as SETTINGS names it (`oauth2.tokenUrl`).
+        Read from the attribute: `model_dump` would build a section's own validator and
+        serializer, which loading the configuration otherwise never needs."""
+        section, key = path.split(".", 1)
+        return getattr(getattr(self, section), to_snake(key))
+
     def secrets(self) -> list[str]:
         """Every secret value in this configuration, for the log redactor."""
         found: list[str] = []
         for setting in SETTINGS:
             if not setting.secret:
                 continue
-            section = getattr(self, setting.section)
-            value = getattr(section, to_snake(setting.key))
+            value = self.value(setting.path)
             if isinstance(value, SecretStr):
                 found.append(value.get_secret_value())
         return found

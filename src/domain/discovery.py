@@ -104,7 +104,8 @@ def authorization_server_metadata_urls(issuer: str) -> list[str]:
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Validators built at first use: a proxy whose endpoints are configured never needs them.
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 class ResourceMetadata(_Lenient):

@@ -28,7 +28,6 @@ def check_grant_requirements(loaded: LoadedConfig, *, discovery_pending: bool = 
     oauth = loaded.config.oauth2
     if oauth.token_command is not None:
         return  # the command is the whole token source: no OAuth setting is used
-    values = oauth.model_dump(by_alias=True)
     problems: list[ConfigProblem] = []
     pending = discovery_pending and loaded.config.discovery.enabled
     required = [*_ALWAYS, *_BY_GRANT[oauth.grant]]
@@ -39,7 +38,7 @@ def check_grant_requirements(loaded: LoadedConfig, *, discovery_pending: bool = 
     for path in required:
         if pending and (path in _ALWAYS or path in _FOUND_BY_DISCOVERY):
             continue
-        if values[path.split(".", 1)[1]] is None:
+        if loaded.config.value(path) is None:
             setting = SETTINGS_BY_PATH[path]
             not_found = (
                 ""

@@ -88,10 +88,9 @@ def check_config_urls(loaded: LoadedConfig) -> None:
     allow = config.security.allow_insecure_http
     problems: list[ConfigProblem] = []
     for path in GUARDED_SETTINGS:
-        section, key = path.split(".", 1)
-        url = getattr(config, section).model_dump(by_alias=True)[key]
-        if url is None:
-            continue
+        url = config.value(path)
+        if not isinstance(url, str):
+            continue  # not set
         problem = url_problem(url, allow_insecure_http=allow)
         if problem is not None:
             source = loaded.source_of(path).describe()
