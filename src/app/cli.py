@@ -8,7 +8,6 @@ the only output of their own there.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -17,6 +16,8 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -24,11 +25,13 @@ from .._version import __version__
 from ..adapters.stderr_log import log_to_stderr, package_logger
 from ..domain.config import OAuth2Config
 from ..domain.config_merge import LoadedConfig
-from ..domain.config_report import config_report, render_report
 from ..domain.errors import ConfigError, OAuthError, ProxyError
 from ..domain.settings import CONFIG_FILE_ENV, SETTINGS
 from .container import cache_directory, caches_logins
 from .proxy import Proxy
+
+if TYPE_CHECKING:
+    import argparse
 
 log = package_logger()
 
@@ -48,6 +51,8 @@ def exit_code(error: ProxyError) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse  # only when there are arguments: see main()
+
     width = max(len(setting.env) for setting in SETTINGS)
     lines = [f"  {s.env.ljust(width)}  {s.summary}" for s in SETTINGS]
     parser = argparse.ArgumentParser(
@@ -98,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and of `python -m mcp_oauth2_proxy`."""
-    arguments = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    # An MCP host starts the proxy with no arguments, which mean `run`: argparse and the
+    # parser, whose help lists every setting, cost its cold start only when there is
+    # something to parse.
+    arguments = build_parser().parse_args(given) if given else SimpleNamespace(command=None)
     if arguments.command == "demo":
         return _demo(interactive=arguments.interactive)
     if arguments.command == "doctor":
@@ -208,7 +217,10 @@ async def _status(loaded: LoadedConfig) -> int:
 
 async def _config(loaded: LoadedConfig, *, as_json: bool) -> int:
     """What the proxy would run with, discovery included (as at its start): the report goes
-    to stdout, a discovery failure to stderr after it."""
+    to stdout, a discovery failure to stderr after it. The report's code is imported here:
+    the proxy's own start does not pay for it."""
+    from ..domain.config_report import config_report, render_report
+
     failure: ProxyError | None = None
     try:
         async with Proxy(loaded) as proxy:

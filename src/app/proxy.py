@@ -27,7 +27,7 @@ from ..domain.ports import (
 from ..domain.token_lifecycle import AccessToken
 from .bridge import Bridge
 from .config_loading import check_config
-from .container import Container
+from .container import ConfigLoading, Container
 
 log = package_logger()
 
@@ -102,7 +102,7 @@ class Proxy:
         Raises:
             ConfigError: naming every offending field and where its value came from.
         """
-        reader = Container(env=dict(os.environ if env is None else env))
+        reader = ConfigLoading(env=dict(os.environ if env is None else env))
         return reader.loaded_config()
 
     async def __aenter__(self) -> Proxy:
