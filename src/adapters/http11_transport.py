@@ -23,6 +23,7 @@ import select
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 import anyio
 import httptools
@@ -259,8 +260,9 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # Not an isinstance check: other event loops' transports (uvloop's) have the
+        # interface without deriving from asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
         self._fileno = transport.get_extra_info("socket").fileno()
         self._pool.opened(self)
 

@@ -4,8 +4,10 @@ again) from "may have run"."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -457,3 +459,39 @@ async def test_only_http_and_https_urls_are_taken() -> None:
     async with client() as upstream:
         with pytest.raises(httpx.UnsupportedProtocol):
             await upstream.post("ftp://127.0.0.1/mcp", content=b"{}")
+
+
+class ForeignTransport:
+    """asyncio.Transport's interface without deriving from it, as uvloop's transports."""
+
+    def __init__(self, inner: asyncio.BaseTransport) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_transports_of_other_event_loops_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+    create_connection = loop.create_connection
+
+    async def foreign_connection(
+        factory: Callable[[], asyncio.Protocol], *args: Any, **kwargs: Any
+    ) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
+        def protocol() -> asyncio.Protocol:
+            made = factory()
+            connection_made = made.connection_made
+            made.connection_made = lambda transport: connection_made(  # type: ignore[method-assign]
+                ForeignTransport(transport)  # type: ignore[arg-type]
+            )
+            return made
+
+        return await create_connection(protocol, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "create_connection", foreign_connection)
+    served: list[int] = []
+    async with loopback(lambda stream: answer_all(stream, served)) as url, client() as upstream:
+        for _ in range(2):
+            response = await upstream.post(url, content=b"{}")
+            assert (response.status_code, response.content) == (200, BODY)
+    assert served == [2]
