@@ -58,10 +58,9 @@ def token_endpoint() -> str:
     return f"http://127.0.0.1:{server.server_address[1]}/token"
 
 
-def proxy_env(url: str) -> dict[str, str]:
+def proxy_env(url: str, cache: str) -> dict[str, str]:
     ours = ("OAUTH2_", "UPSTREAM_", "MCP_CONFORMANCE", "MCP_PROXY_CONFIG")
     env = {key: value for key, value in os.environ.items() if not key.startswith(ours)}
-    cache = tempfile.mkdtemp(prefix="conformance-cache-")
     env.update(UPSTREAM_URL=url, OAUTH2_TOKEN_CACHE_DIR=cache, LOG_LEVEL="debug")
     if not SCENARIO.startswith("auth/"):
         env.update(
@@ -166,15 +165,17 @@ async def main(url: str) -> None:
         mode = "auto"  # this scenario judges the server/discover probe itself
     else:
         mode = "2026-07-28"
-    params = StdioServerParameters(command=PROXY, env=proxy_env(url))
-    with anyio.fail_after(BOUND_SECONDS):
-        async with Client(
-            params,
-            mode=mode,
-            client_info=types.Implementation(name="mcp-oauth2-proxy-conformance", version="1"),
-            elicitation_callback=accept_elicitation,
-        ) as client:
-            await play(client)
+    # The token cache holds this run's tokens: it goes when the run does.
+    with tempfile.TemporaryDirectory(prefix="conformance-cache-") as cache:
+        params = StdioServerParameters(command=PROXY, env=proxy_env(url, cache))
+        with anyio.fail_after(BOUND_SECONDS):
+            async with Client(
+                params,
+                mode=mode,
+                client_info=types.Implementation(name="mcp-oauth2-proxy-conformance", version="1"),
+                elicitation_callback=accept_elicitation,
+            ) as client:
+                await play(client)
 
 
 if __name__ == "__main__":
