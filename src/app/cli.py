@@ -126,9 +126,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     command = commands.get(arguments.command or "run", _run)
     try:
-        return anyio.run(command, loaded)
+        return anyio.run(command, loaded, backend_options=_event_loop())
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _event_loop() -> dict[str, object]:
+    """uvloop's event loop where it is installed: at 64 calls in flight the proxy carries
+    14-19 % more calls on it for about a tenth less CPU (docs/performance.md). It has no
+    Windows build; asyncio's own loop runs there."""
+    try:
+        import uvloop
+    except ImportError:
+        return {}
+    return {"loop_factory": uvloop.new_event_loop}
 
 
 async def _login(loaded: LoadedConfig) -> int:
