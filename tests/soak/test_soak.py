@@ -7,7 +7,8 @@ IN_FLIGHT requests outstanding. Afterwards every request must have exactly one a
 result or a JSON-RPC error), every echo its own argument, stdout nothing but JSON-RPC; the
 proxy's sockets and memory must have stayed bounded, and it must exit 0 on end of input.
 
-The default (CI) run is short: SHORT_REQUESTS requests. The long form:
+The default (CI) run is short: SHORT_REQUESTS requests, or more until every kind of fault has
+come (CLOCK_FAULTS). The long form:
     SOAK_REQUESTS=20000 .venv/bin/pytest tests/soak -s
     SOAK_SECONDS=300 .venv/bin/pytest tests/soak -s    (until 300 s have passed)
 SOAK_SEED picks the fault and workload sequence; SOAK_REPORT=path writes the figures as JSON;
@@ -69,6 +70,13 @@ UPSTREAM_TIMEOUT_MS = 10_000
 MAX_READS = 100_000_000
 MAX_SAMPLES = 100_000_000
 UNBOUNDED_REQUESTS = 10_000_000  # the count bound of a run limited by SOAK_SECONDS
+# A run bounded by count goes on until the upstream's fault clock has both restarted it and
+# expired a session: the clock ticks every 0.3-0.9 s, and a fast proxy can carry
+# SHORT_REQUESTS before it has ticked twice. Checked every FAULT_CHECK_REQUESTS requests, for
+# at most STORM_STRETCH times the requests asked for.
+CLOCK_FAULTS = ("restart", "session_expired")
+FAULT_CHECK_REQUESTS = 200
+STORM_STRETCH = 10
 
 JsonId = int | str
 Document = dict[str, Any]
@@ -554,8 +562,8 @@ async def exercise(
     storm_started = anyio.current_time()
     requests = 0
     # Bounded by count: notifications are about a tenth of the messages.
-    for n in range(1, 2 * settings.requests + 1):
-        if requests == settings.requests:
+    for n in range(1, 2 * settings.requests * STORM_STRETCH + 1):
+        if await storm_over(requests, settings, upstream):
             break
         if settings.seconds is not None and anyio.current_time() - storm_started > settings.seconds:
             break
@@ -592,6 +600,17 @@ async def exercise(
         run.stalled = sorted(ledger.holding, key=str)
         return
     run.rss_end_kb = rss_kb(process.pid)
+
+
+async def storm_over(requests: int, settings: SoakSettings, upstream: FaultUpstream) -> bool:
+    if requests < settings.requests:
+        return False
+    if settings.seconds is not None or requests >= settings.requests * STORM_STRETCH:
+        return True
+    if requests % FAULT_CHECK_REQUESTS:
+        return False
+    faults = (await upstream.snapshot())["faults"]
+    return all(faults.get(kind, 0) > 0 for kind in CLOCK_FAULTS)
 
 
 def publish(report: dict[str, Any], settings: SoakSettings) -> None:
