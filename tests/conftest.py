@@ -1,4 +1,5 @@
-"""Shared fixtures: anyio runs on asyncio, the event loop the proxy ships with; and no test
+"""Shared fixtures: anyio runs on asyncio (tests/event_loops.py runs the modules that drive
+the event loop themselves on uvloop too, which the command uses where it can); and no test
 ever touches the real user's configuration directory (token cache, registrations)."""
 
 from __future__ import annotations

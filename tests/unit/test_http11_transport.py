@@ -19,6 +19,7 @@ from mcp_oauth2_proxy.adapters import http11_transport
 from mcp_oauth2_proxy.adapters.http11_transport import Http11Transport
 from mcp_oauth2_proxy.adapters.http_client import build_upstream_client
 
+from ..event_loops import EVENT_LOOPS
 from .test_http_upstream import loopback
 
 pytestmark = pytest.mark.anyio
@@ -28,6 +29,11 @@ ANSWER = (
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
     b"content-length: %d\r\n\r\n" % len(BODY) + BODY
 )
+
+
+@pytest.fixture(params=EVENT_LOOPS)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    return request.param
 
 
 def client() -> httpx.AsyncClient:

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from mcp_oauth2_proxy import OAuth2Config, Proxy, ProxyConfig, UpstreamConfig
 from mcp_oauth2_proxy.adapters.http_upstream import HttpUpstream
 
+from ..event_loops import EVENT_LOOPS
 from ..fakes import (
     FakeTokenEndpoint,
     MemoryByteReceive,
@@ -30,6 +31,11 @@ pytestmark = pytest.mark.anyio
 
 URL = "https://mcp.example/mcp"
 PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+
+
+@pytest.fixture(params=EVENT_LOOPS)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    return request.param
 
 
 def config(url: str = URL, timeout_ms: int = 5000) -> ProxyConfig:

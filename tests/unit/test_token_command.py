@@ -14,7 +14,14 @@ from mcp_oauth2_proxy.adapters.token_command import SubprocessTokenCommand
 from mcp_oauth2_proxy.domain.errors import OAuthError
 from mcp_oauth2_proxy.domain.token_command import command_words, read_command_output
 
+from ..event_loops import EVENT_LOOPS
+
 PYTHON = sys.executable
+
+
+@pytest.fixture(params=EVENT_LOOPS)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    return request.param
 
 
 def script(code: str) -> list[str]:
