@@ -240,8 +240,10 @@ class _Connection(asyncio.Protocol):
         self._head_bytes = 0
         transport.write(data)
         if transport.is_closing():
-            # The write failed at once (the server had closed this kept-alive connection):
-            # asyncio closes the transport then, and a failed send sends nothing.
+            # The write failed at once (the server had reset this kept-alive connection; one
+            # it closed is caught by `usable()` before): the event loop closes the transport
+            # then, and a failed send sends nothing. Nothing is written to a closing
+            # transport, which uvloop refuses with an error where asyncio ignores it.
             self._exchange = None
             self.close()
             return None

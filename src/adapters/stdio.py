@@ -106,6 +106,7 @@ class _PipeSendStream(anyio.abc.ByteSendStream):
             await self._writer.drain()
 
     def _flush(self) -> None:
+        # Never a write to a closing transport: uvloop raises there, where asyncio ignores it.
         if self._pending and not self._writer.is_closing():
             self._writer.write(b"".join(self._pending))
         self._pending.clear()

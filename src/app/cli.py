@@ -134,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _event_loop() -> dict[str, object]:
     """uvloop's event loop where it is installed: at 64 calls in flight the proxy carries
     14-19 % more calls on it for about a tenth less CPU (docs/performance.md). It has no
-    Windows build; asyncio's own loop runs there."""
+    Windows build; asyncio's own loop runs there. `doctor` and `demo` run on the same loop,
+    so that what they check is what the proxy runs."""
     try:
         import uvloop
     except ImportError:
@@ -260,7 +261,7 @@ def _doctor(*, as_json: bool) -> int:
     if not as_json:
         print("mcp-oauth2-proxy doctor: each step the proxy takes at its start, in order.\n")
     try:
-        checks = anyio.run(diagnose, dict(os.environ))
+        checks = anyio.run(diagnose, dict(os.environ), backend_options=_event_loop())
     except KeyboardInterrupt:
         return EXIT_FAILURE
     print(render_json(checks) if as_json else render_checks(checks))
@@ -330,7 +331,8 @@ def _demo(*, interactive: bool) -> int:
                     report,
                     interactive=interactive,
                     cache_dir=cache_dir,
-                )
+                ),
+                backend_options=_event_loop(),
             )
     except Exception as error:  # the demo reports any failure rather than a traceback
         print(f"\n  \N{BALLOT X} the demo failed: {error}", file=sys.stderr)
