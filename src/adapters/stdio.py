@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import stat
 import sys
 import threading
@@ -177,6 +178,8 @@ class ProcessStdio:
         loop = asyncio.get_running_loop()
         stdin = sys.stdin.buffer
         stdout = sys.stdout.buffer
+        if _same_socket(stdin.fileno(), stdout.fileno()):
+            return await _socket_streams(loop, stdin.fileno())
         receive: anyio.abc.ByteReceiveStream = _ThreadReceiveStream(stdin.fileno())
         send: anyio.abc.ByteSendStream = _FileSendStream(stdout.fileno())
         # Only pipes and sockets (what MCP hosts give us) go on the event loop; epoll refuses
@@ -191,6 +194,32 @@ class ProcessStdio:
             )
             send = _PipeSendStream(transport, protocol)
         return receive, send
+
+
+async def _socket_streams(
+    loop: asyncio.AbstractEventLoop, fd: int
+) -> tuple[anyio.abc.ByteReceiveStream, anyio.abc.ByteSendStream]:
+    """Stdin and stdout are one socket (socat, a socket-activated service): one transport
+    reads and writes it. A pipe transport on stdout would take the requests arriving on the
+    socket for the client's having hung up, and close."""
+    reader = asyncio.StreamReader(limit=_READ_SIZE, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader)
+    sock = socket.socket(fileno=os.dup(fd))
+    if sock.family == socket.AF_UNIX:
+        transport, _ = await loop.create_unix_connection(lambda: protocol, sock=sock)
+    else:
+        transport, _ = await loop.create_connection(lambda: protocol, sock=sock)
+    return _PipeReceiveStream(reader), _PipeSendStream(transport, protocol)
+
+
+def _same_socket(first: int, second: int) -> bool:
+    if sys.platform == "win32":
+        return False
+    one, other = os.fstat(first), os.fstat(second)
+    return stat.S_ISSOCK(one.st_mode) and (one.st_dev, one.st_ino) == (
+        other.st_dev,
+        other.st_ino,
+    )
 
 
 def _is_pipe(fd: int) -> bool:

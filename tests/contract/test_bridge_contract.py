@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -233,6 +234,51 @@ async def test_the_proxy_ends_cleanly_deleting_the_session(
             assert await process.wait() == 0
     assert upstream.seen[-1].method == "DELETE"
     assert upstream.seen[-1].headers["mcp-session-id"]
+
+
+def talk_over(sock: socket.socket, messages: list[dict[str, Any]]) -> list[Any]:
+    """Send the messages one by one as a client does, each request only once the one before
+    it has its answer (blocking: run in a thread); then end the input."""
+    sock.settimeout(BOUND_SECONDS)
+    received = b""
+    answers: list[Any] = []
+    for message in messages:
+        sock.sendall(json.dumps(message).encode() + b"\n")
+        for _ in range(1000):
+            if "id" not in message or any(a.get("id") == message["id"] for a in answers):
+                break
+            chunk = sock.recv(65536)
+            assert chunk, f"the proxy closed its output; it had written {received!r}"
+            received += chunk
+            *lines, rest = received.split(b"\n")
+            answers += [json.loads(line) for line in lines]
+            received = rest
+    sock.shutdown(socket.SHUT_WR)
+    return answers
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a Unix socket as stdin and stdout")
+async def test_one_socket_as_both_stdin_and_stdout_carries_every_answer(
+    upstream: Upstream,
+) -> None:
+    """As socat, or a socket-activated service, starts a program: stdin and stdout are the
+    same socket, and the requests arrive on it while answers go out."""
+    ours, theirs = socket.socketpair()
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    pings = [{"jsonrpc": "2.0", "id": n, "method": "ping"} for n in range(2, 7)]
+    messages: list[dict[str, Any]] = [INITIALIZE, initialized, *pings]
+    with ours, anyio.fail_after(BOUND_SECONDS):
+        async with await anyio.open_process(
+            [COMMAND],
+            stdin=theirs.fileno(),
+            stdout=theirs.fileno(),
+            env={**os.environ, **proxy_env(upstream)},
+        ) as process:
+            theirs.close()
+            answers = await anyio.to_thread.run_sync(talk_over, ours, messages)
+            assert await process.wait() == 0
+    assert [answer["id"] for answer in answers] == [1, 2, 3, 4, 5, 6]
+    assert all("result" in answer for answer in answers), answers
 
 
 async def test_a_server_on_the_http_sse_transport_of_2024_11_05(idp: LocalIdp) -> None:
