@@ -144,9 +144,11 @@ class _ThreadReceiveStream(anyio.abc.ByteReceiveStream):
                 data = os.read(self._fd, _READ_SIZE)
             except OSError:
                 data = b""
+            put = self._chunks.put(data)
             try:
-                asyncio.run_coroutine_threadsafe(self._chunks.put(data), loop).result()
+                asyncio.run_coroutine_threadsafe(put, loop).result()
             except RuntimeError:  # the loop is closed: the process is ending
+                put.close()  # never to run, and so not to be reported as never awaited
                 return
             if not data:
                 return

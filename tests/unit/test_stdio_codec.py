@@ -3,15 +3,19 @@ however the client's bytes are split into reads, the same messages come out."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import itertools
 import json
+import os
+import warnings
 from typing import Any
 
 import anyio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_oauth2_proxy.adapters.stdio import StdioChannel
+from mcp_oauth2_proxy.adapters.stdio import StdioChannel, _ThreadReceiveStream
 from mcp_oauth2_proxy.domain.jsonrpc import Message, parse_client_line
 from mcp_oauth2_proxy.domain.line_framing import Oversized
 
@@ -88,3 +92,21 @@ def test_any_split_of_the_byte_stream_yields_the_same_messages(
     assert [key(m) for m in split] == [key(m) for m in whole]
     expected = ["oversized" if len(line) > LIMIT else line for line in lines]
     assert [m if isinstance(m, str) else m.raw for m in whole] == expected
+
+
+def test_input_read_after_the_event_loop_closed_is_dropped_without_a_warning() -> None:
+    """The thread reading a file or console stdin can get a line after the proxy has stopped;
+    it ends quietly, with no "coroutine was never awaited" on stderr."""
+    loop = asyncio.new_event_loop()
+    loop.close()
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"late\n")
+    os.close(write_end)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _ThreadReceiveStream(read_end)._pump(loop)
+            gc.collect()
+    finally:
+        os.close(read_end)
+    assert [str(warning.message) for warning in caught] == []
