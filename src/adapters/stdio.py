@@ -218,10 +218,8 @@ def _same_socket(first: int, second: int) -> bool:
     if sys.platform == "win32":
         return False
     one, other = os.fstat(first), os.fstat(second)
-    return stat.S_ISSOCK(one.st_mode) and (one.st_dev, one.st_ino) == (
-        other.st_dev,
-        other.st_ino,
-    )
+    same = (one.st_dev, one.st_ino) == (other.st_dev, other.st_ino)
+    return same and stat.S_ISSOCK(one.st_mode)
 
 
 def _is_pipe(fd: int) -> bool:
